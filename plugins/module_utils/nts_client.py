@@ -569,6 +569,18 @@ def parse_ntp_response(data, s2c_key, uid, transmit):
     }
 
 
+def offset_and_delay(t1_ns, receive, transmit, t4_ns):
+    """RFC 5905 offset ((T2-T1)+(T3-T4))/2 and delay (T4-T1)-(T3-T2) in seconds; T2/T3 are NTP 64-bit values."""
+    t2 = ntp_to_unix_ns(receive, t1_ns)
+    t3 = ntp_to_unix_ns(transmit, t1_ns)
+    return ((t2 - t1_ns) + (t3 - t4_ns)) / 2e9, ((t4_ns - t1_ns) - (t3 - t2)) / 1e9
+
+
+def server_synchronised(stratum, leap):
+    """False for an unsynchronised server: stratum 0 (unspecified/kiss), 16 or more, or leap indicator 3 (alarm)."""
+    return 1 <= stratum <= 15 and leap != 3
+
+
 def format_refid(refid, stratum):
     """Reference ID as text: ASCII for stratum 0/1, an IPv4 dotted quad for higher strata, hex otherwise."""
     if stratum <= 1:
@@ -1056,18 +1068,17 @@ def probe(
         cookie = cookie_override if cookie_override is not None else ke["cookies"][0]
         resp, t1, t4 = ntp_exchange(family, sockaddr, cookie, c2s, s2c, timeout, placeholders)
         lap("ntp", t0)
-        t2 = ntp_to_unix_ns(resp["receive"], t1)
-        t3 = ntp_to_unix_ns(resp["transmit"], t1)
+        offset, delay = offset_and_delay(t1, resp["receive"], resp["transmit"], t4)
         result.update(
             ok=True,
-            offset=((t2 - t1) + (t3 - t4)) / 2e9,
-            delay=((t4 - t1) - (t3 - t2)) / 1e9,
+            offset=offset,
+            delay=delay,
             stratum=resp["stratum"],
             leap=resp["leap"],
             refid=format_refid(resp["refid"], resp["stratum"]),
             root_delay=resp["root_delay"],
             root_dispersion=resp["root_dispersion"],
-            synchronised=not (resp["stratum"] in (0, 16) or resp["leap"] == 3),
+            synchronised=server_synchronised(resp["stratum"], resp["leap"]),
             ntp_cookies=len(resp["cookies"]),
         )
     except NTSError as exc:
