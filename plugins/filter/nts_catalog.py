@@ -1,0 +1,137 @@
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Jinja2 filters for the NTS server catalog and the source selection policy.
+
+Thin wrappers around ``plugins/module_utils/nts_catalog.py`` (pure Python, no Ansible imports):
+every validation or selection problem becomes an ``AnsibleFilterError`` whose message names the
+path, the field and the value.
+
+Filters
+-------
+``nts_catalog_validate``  catalog -> normalized catalog
+``nts_catalog_merge``     catalog, extra=[], replace=false -> normalized merged catalog
+``nts_select``            catalog (or none), policy={}, site_servers=[] -> ordered list of sources
+``nts_pem_check``         PEM text, field='ca' -> the same text (fails unless >= 1 certificate, no key)
+
+Typical role use::
+
+    chrony_nts_sources: >-
+      {{ (lookup('ansible.builtin.file', chrony_nts_catalog_file) | from_yaml)
+         | nts_catalog_merge(chrony_nts_catalog_extra, chrony_nts_catalog_replace)
+         | nts_select(chrony_nts_policy, chrony_nts_site_servers) }}
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from ansible.errors import AnsibleFilterError
+
+
+def _load_module_utils():
+    """Import nts_catalog as ``ansible.module_utils.nts_catalog`` if that resolves, else from ../module_utils.
+
+    Checked with ansible-core 2.19: ANSIBLE_MODULE_UTILS only affects what is shipped with modules to
+    targets; on the controller ``ansible.module_utils.nts_catalog`` does not resolve from it, so the
+    sibling file ``plugins/module_utils/nts_catalog.py`` is loaded by path (same code, one source).
+    """
+    try:
+        from ansible.module_utils import nts_catalog as mod  # type: ignore[attr-defined]
+
+        return mod
+    except ImportError:
+        pass
+    path = os.path.normpath(
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "module_utils", "nts_catalog.py")
+    )
+    name = "_chrony_nts_module_utils_nts_catalog"
+    cached = sys.modules.get(name)
+    if cached is not None and getattr(cached, "__file__", None) == path:
+        return cached
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot load nts_catalog module_utils from %s" % path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_nc = _load_module_utils()
+
+
+def _plain(value):
+    """Copy Ansible's (possibly lazy or tagged) containers into plain Python data."""
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, str) else k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    return value
+
+
+def nts_catalog_validate(catalog, source="catalog"):
+    """Validate an NTS catalog mapping (version, updated, servers) and return it normalized.
+
+    Fails with every problem found, e.g.
+    ``catalog servers[12] (host 'x.example'): stratum 16 is out of range 1-15``.
+    """
+    try:
+        return _nc.validate_catalog(_plain(catalog), str(source))
+    except _nc.NtsCatalogError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def nts_catalog_merge(catalog, extra=None, replace=False):
+    """Merge user entries (``extra``) into a catalog, or replace its servers when ``replace`` is true.
+
+    An extra entry with the host of a catalog entry is an error unless it says ``override: true``
+    (it then replaces that entry in place); ``override: true`` for an unknown host is an error.
+    """
+    try:
+        return _nc.merge_catalog(_plain(catalog), _plain(extra), _plain(replace))
+    except _nc.NtsCatalogError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def nts_select(catalog, policy=None, site_servers=None):
+    """Select NTS sources from ``catalog`` (or none for site servers only) following ``policy``.
+
+    Returns site servers first, then catalog servers round-robin over providers in rank order, as
+    dicts with host, port (None for 123), ntsport (None for 4460), certset, ca, ca_file, operator,
+    provider, stratum, countries, region, anycast, virtualised, usage, site and options.
+    """
+    try:
+        return _nc.select_servers(_plain(catalog), _plain(policy), _plain(site_servers))
+    except _nc.NtsCatalogError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+
+
+def nts_pem_check(text, field="ca"):
+    """Return ``text`` unchanged if it holds >= 1 well-formed PEM certificate and no private key."""
+    try:
+        _nc.check_pem_certificates(_plain(text), str(field))
+    except _nc.NtsCatalogError as exc:
+        raise AnsibleFilterError(str(exc)) from None
+    return text
+
+
+class FilterModule:
+    """NTS catalog filters."""
+
+    def filters(self):
+        return {
+            "nts_catalog_validate": nts_catalog_validate,
+            "nts_catalog_merge": nts_catalog_merge,
+            "nts_select": nts_select,
+            "nts_pem_check": nts_pem_check,
+        }
