@@ -1,0 +1,402 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: chrony-nts project contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: nts_probe
+short_description: Prove that NTS (RFC 8915) servers work, without chrony
+description:
+  - Performs, for each server, one NTS key exchange (TLS 1.3, ALPN C(ntske/1), certificate chain and name
+    verification, NTPv4 and AEAD_AES_SIV_CMAC_256 negotiation, cookies) followed by one NTS-authenticated NTPv4
+    request to the negotiated NTP server and port.
+  - Reports per server the negotiated parameters, certificate details, clock offset and delay, or the stage
+    (V(dns), V(tcp), V(tls), V(certificate), V(nts-ke), V(ntp), V(authentication)) and reason of the failure.
+  - Servers are probed in parallel threads; every step has its own O(timeout), so unreachable servers cost about one
+    timeout in total when O(concurrency) is at least their number.
+  - Intended as a pre-flight check before hosts are configured to depend on the servers. It runs where the module
+    runs; usually that is the controller (task keywords C(delegate_to) set to C(localhost) and C(run_once)), but
+    any host with Python >= 3.9, pyOpenSSL >= 17.5 and cryptography >= 37 works, which also tests that host's
+    network path.
+  - Read-only. Never reports a change; check mode runs the same probes.
+version_added: "1.0.0"
+author:
+  - chrony-nts project
+requirements:
+  - python >= 3.9
+  - pyOpenSSL >= 17.5 (TLS exporter)
+  - cryptography >= 37 (AES-SIV)
+options:
+  servers:
+    description:
+      - NTS-KE servers to probe. A string is C(host), C(host:ntsport) or C([ipv6]:ntsport).
+      - A dictionary has O(servers[].host) and optional keys below.
+    type: list
+    elements: raw
+    required: true
+    suboptions:
+      host:
+        description: Host name or IP address of the NTS-KE server.
+        type: str
+        required: true
+      port:
+        description: NTS-KE TCP port.
+        type: int
+        default: 4460
+        aliases: [ntsport]
+      address:
+        description:
+          - IP address to connect to instead of resolving O(servers[].host); the certificate is still verified
+            for O(servers[].server_name) (default O(servers[].host)). Useful when the controller cannot resolve a
+            name that the managed hosts can.
+        type: str
+      ca_file:
+        description: PEM CA bundle for this server, overriding the top-level O(ca_file).
+        type: path
+      server_name:
+        description: Name (or IP) the certificate must be valid for and the TLS SNI; defaults to O(servers[].host).
+        type: str
+  ca_file:
+    description:
+      - PEM file with the CA certificates to trust (for a private CA). When given, the system trust store is not
+        used; when omitted, the system's default CA store is used.
+    type: path
+  no_cert_time_check:
+    description:
+      - Do not check the certificates' notBefore/notAfter dates (for a controller whose clock is known to be
+        wrong). Chain and name are still verified. The C(cert_days_left) result is still computed from the local
+        clock.
+    type: bool
+    default: false
+  timeout:
+    description: Seconds allowed for each step (DNS, TCP connect, TLS handshake, NTS-KE exchange, NTP exchange).
+    type: float
+    default: 5
+  concurrency:
+    description: Maximum number of servers probed at the same time.
+    type: int
+    default: 16
+  fail_on_error:
+    description: Fail the task if any server fails its probe.
+    type: bool
+    default: true
+  min_ok:
+    description:
+      - Fail the task if fewer than this many servers pass. Applies even when O(fail_on_error=false), which lets a
+        play tolerate some broken servers while still requiring a quorum.
+    type: int
+    default: 1
+notes:
+  - The NTP request uses a random transmit timestamp (the real send time stays local) and one cookie; the answer
+    must echo the unique identifier and carry a valid authenticator. An NTS NAK is reported as a failure in stage
+    V(authentication) with RV(results[].nak=true).
+  - The module sends a handful of packets per server and never sets any clock.
+seealso:
+  - name: RFC 8915 Network Time Security for NTP
+    link: https://www.rfc-editor.org/rfc/rfc8915
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Pre-flight - every NTS server must complete a key exchange and an authenticated NTP query
+  nts_probe:
+    servers: "{{ chrony_nts_servers | map(attribute='host') | list }}"
+    timeout: 5
+  delegate_to: localhost
+  run_once: true
+
+- name: Lab servers with a private CA, reached by IP because the controller cannot resolve the lab names
+  nts_probe:
+    servers:
+      - host: nts1.lab.test
+        address: 10.89.0.11
+      - host: nts2.lab.test
+        port: 4461
+        address: 10.89.0.12
+    ca_file: "{{ playbook_dir }}/../.lab/pki/ca.pem"
+  delegate_to: localhost
+  run_once: true
+  register: nts_preflight
+
+- name: Tolerate one broken public server out of four, but require three
+  nts_probe:
+    servers: [time.cloudflare.com, nts.netnod.se, ptbtime1.ptb.de, ntppool1.time.nl]
+    fail_on_error: false
+    min_ok: 3
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+results:
+  description: One entry per server, in the order given.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    host:
+      description: Server as given.
+      type: str
+      returned: always
+      sample: nts1.lab.test
+    port:
+      description: NTS-KE port.
+      type: int
+      returned: always
+      sample: 4460
+    address:
+      description: IP address connected to.
+      type: str
+      returned: when TCP connected
+      sample: 10.89.0.11
+    ok:
+      description: Key exchange and authenticated NTP exchange both succeeded.
+      type: bool
+      returned: always
+    stage:
+      description: Failed step, one of dns, tcp, tls, certificate, nts-ke, ntp, authentication; null when ok.
+      type: str
+      returned: always
+      sample: certificate
+    error:
+      description: Human-readable reason of the failure; null when ok.
+      type: str
+      returned: always
+      sample: "certificate verification failed for 'nts1.lab.test': certificate has expired (depth 0, ...)"
+    nak:
+      description: The server answered with an NTS NAK (cookie rejected).
+      type: bool
+      returned: always
+    aead:
+      description: Negotiated AEAD algorithm id (15 = AES-SIV-CMAC-256).
+      type: int
+      returned: after NTS-KE
+      sample: 15
+    cookies:
+      description: Number of cookies received in the key exchange.
+      type: int
+      returned: after NTS-KE
+      sample: 8
+    cookie_length:
+      description: Length of the first cookie in bytes.
+      type: int
+      returned: after NTS-KE
+      sample: 100
+    ntp_server:
+      description: NTP server negotiated by the NTS-KE server (record 6), null when the KE server itself serves NTP.
+      type: str
+      returned: after NTS-KE
+    ntp_port:
+      description: NTP port (negotiated by record 7, else 123).
+      type: int
+      returned: after NTS-KE
+      sample: 123
+    ntp_address:
+      description: IP address the NTP request went to.
+      type: str
+      returned: after NTS-KE
+    ntp_cookies:
+      description: Fresh cookies received in the authenticated NTP response.
+      type: int
+      returned: when ok
+    cert_subject:
+      description: Server certificate subject (RFC 4514).
+      type: str
+      returned: after TLS
+      sample: CN=nts1.lab.test
+    cert_issuer:
+      description: Server certificate issuer (RFC 4514).
+      type: str
+      returned: after TLS
+    cert_not_before:
+      description: Certificate notBefore, UTC ISO 8601.
+      type: str
+      returned: after TLS
+    cert_not_after:
+      description: Certificate notAfter, UTC ISO 8601.
+      type: str
+      returned: after TLS
+      sample: "2026-03-01T12:00:00Z"
+    cert_days_left:
+      description: Whole days until notAfter (negative when expired).
+      type: int
+      returned: after TLS
+      sample: 89
+    offset:
+      description: Clock offset of the server relative to this host in seconds (positive = server ahead).
+      type: float
+      returned: when ok
+    delay:
+      description: Round-trip delay in seconds.
+      type: float
+      returned: when ok
+    stratum:
+      description: Server stratum.
+      type: int
+      returned: when ok
+      sample: 1
+    leap:
+      description: Leap indicator (3 = unsynchronised).
+      type: int
+      returned: when ok
+      sample: 0
+    refid:
+      description: Reference ID as text.
+      type: str
+      returned: when ok
+    synchronised:
+      description: False when the server says it is unsynchronised (stratum 0 or 16, or leap 3).
+      type: bool
+      returned: when ok
+    timings:
+      description: Seconds spent per step (dns, tcp, tls, nts_ke, ntp, total).
+      type: dict
+      returned: always
+ok_servers:
+  description: Hosts whose probe succeeded.
+  returned: always
+  type: list
+  elements: str
+failed_servers:
+  description: Hosts whose probe failed.
+  returned: always
+  type: list
+  elements: str
+"""
+
+import os  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.nts_client import MissingDependencyError, parse_hostport, probe_many  # noqa: E402
+
+SERVER_KEYS = ("host", "port", "ntsport", "address", "ca_file", "server_name")
+
+
+def normalise_servers(servers):
+    """Turn the ``servers`` option into probe_many specs; raise ValueError naming the bad entry and field."""
+    specs = []
+    for i, entry in enumerate(servers):
+        where = "servers[%d]" % i
+        if isinstance(entry, str):
+            try:
+                host, port = parse_hostport(entry)
+            except ValueError as exc:
+                raise ValueError("%s: %s" % (where, exc)) from None
+            specs.append({"host": host, "port": port})
+            continue
+        if not isinstance(entry, dict):
+            raise ValueError("%s: must be a string or a dictionary, got %s %r" % (where, type(entry).__name__, entry))
+        unknown = sorted(set(entry) - set(SERVER_KEYS))
+        if unknown:
+            raise ValueError(
+                "%s: unknown key(s) %s (allowed: %s)" % (where, ", ".join(unknown), ", ".join(SERVER_KEYS))
+            )
+        host = entry.get("host")
+        if not isinstance(host, str) or not host.strip():
+            raise ValueError("%s: 'host' must be a non-empty string, got %r" % (where, host))
+        if "port" in entry and "ntsport" in entry and entry["port"] != entry["ntsport"]:
+            raise ValueError(
+                "%s: 'port' (%r) and its alias 'ntsport' (%r) disagree" % (where, entry["port"], entry["ntsport"])
+            )
+        port = entry.get("port", entry.get("ntsport", 4460))
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            raise ValueError("%s: 'port' must be an integer, got %r" % (where, port)) from None
+        if not 1 <= port <= 65535:
+            raise ValueError("%s: 'port' %d is outside 1..65535" % (where, port))
+        spec = {"host": host.strip(), "port": port}
+        for key in ("address", "ca_file", "server_name"):
+            value = entry.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value:
+                raise ValueError("%s: '%s' must be a non-empty string, got %r" % (where, key, value))
+            spec[key] = value
+        specs.append(spec)
+    return specs
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            servers=dict(type="list", elements="raw", required=True),
+            ca_file=dict(type="path"),
+            no_cert_time_check=dict(type="bool", default=False),
+            timeout=dict(type="float", default=5.0),
+            concurrency=dict(type="int", default=16),
+            fail_on_error=dict(type="bool", default=True),
+            min_ok=dict(type="int", default=1),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    if not p["servers"]:
+        module.fail_json(msg="servers: at least one server is required", servers=p["servers"])
+    if p["timeout"] <= 0:
+        module.fail_json(msg="timeout: must be a positive number of seconds, got %r" % p["timeout"])
+    if p["concurrency"] < 1:
+        module.fail_json(msg="concurrency: must be at least 1, got %r" % p["concurrency"])
+    if p["min_ok"] < 0:
+        module.fail_json(msg="min_ok: must be 0 or more, got %r" % p["min_ok"])
+    if p["min_ok"] > len(p["servers"]):
+        module.fail_json(
+            msg="min_ok: %d is more than the %d server(s) given" % (p["min_ok"], len(p["servers"])),
+            min_ok=p["min_ok"],
+        )
+    try:
+        specs = normalise_servers(p["servers"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc), servers=p["servers"])
+    for spec in specs:
+        if spec.get("ca_file"):
+            spec["ca_file"] = os.path.expanduser(spec["ca_file"])
+
+    try:
+        results = probe_many(
+            specs,
+            concurrency=p["concurrency"],
+            timeout=p["timeout"],
+            ca_file=p["ca_file"],
+            no_cert_time_check=p["no_cert_time_check"],
+        )
+    except MissingDependencyError as exc:
+        module.fail_json(msg=str(exc))
+    except ValueError as exc:
+        module.fail_json(msg="invalid server specification: %s" % exc, servers=p["servers"])
+
+    ok_servers = [r["host"] for r in results if r["ok"]]
+    failed_servers = [r["host"] for r in results if not r["ok"]]
+    out = dict(changed=False, results=results, ok_servers=ok_servers, failed_servers=failed_servers)
+    for r in results:
+        if r["ok"] and not r["synchronised"]:
+            module.warn(
+                "%s answered with authenticated time but says it is unsynchronised (stratum %s, leap %s)"
+                % (r["host"], r["stratum"], r["leap"])
+            )
+    reasons = []
+    if p["fail_on_error"] and failed_servers:
+        reasons.append(
+            "NTS probe failed for %s"
+            % "; ".join(
+                "%s:%s (%s: %s)" % (r["host"], r["port"], r["stage"], r["error"]) for r in results if not r["ok"]
+            )
+        )
+    if len(ok_servers) < p["min_ok"]:
+        reasons.append("only %d server(s) passed, min_ok is %d" % (len(ok_servers), p["min_ok"]))
+    if reasons:
+        module.fail_json(msg="; ".join(reasons), **out)
+    module.exit_json(**out)
+
+
+if __name__ == "__main__":
+    main()
