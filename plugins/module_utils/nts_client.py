@@ -747,7 +747,7 @@ class _VerifyRecorder:
 
     def __call__(self, _conn, cert, errnum, depth, ok):
         if not ok:
-            subject = cert.get_subject().CN if cert is not None else None
+            subject = cert.to_cryptography().subject.rfc4514_string() if cert is not None else None
             self.errors.append((errnum, depth, subject))
         return ok
 
@@ -802,7 +802,7 @@ def tls_handshake(sock, server_name, ca_file, no_cert_time_check, timeout):
                 errnum, depth, subject = recorder.errors[0]
                 raise NTSError(
                     "certificate",
-                    "certificate verification failed for %r: %s (depth %d, subject CN %r)"
+                    "certificate verification failed for %r: %s (depth %d, subject %s)"
                     % (server_name, _X509_ERRORS.get(errnum, "X509 verify error %d" % errnum), depth, subject),
                     x509_error=errnum,
                 ) from None
@@ -839,6 +839,10 @@ def ke_exchange(conn, sock, request, timeout):
             _wait(sock, True, deadline, "nts-ke", what)
         except SSL.WantReadError:
             _wait(sock, False, deadline, "nts-ke", what)
+        except SSL.SysCallError as exc:
+            raise NTSError(
+                "nts-ke", "connection closed by the server while sending the NTS-KE request (%s)" % (exc.args[-1],)
+            ) from None
         except SSL.Error as exc:
             raise NTSError("nts-ke", "cannot send the NTS-KE request: %s" % _ssl_reason(exc)) from None
     reader = KEMessageReader()
