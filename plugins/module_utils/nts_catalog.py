@@ -619,7 +619,7 @@ def validate_server_options(options: Any, path: str) -> tuple[list[str], list[st
             value = token.upper()
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             rng = (
-                "%s-%s" % (lo, hi)
+                "%s to %s" % (lo, hi)
                 if lo is not None and hi is not None
                 else (">= %s" % lo if lo is not None else "<= %s" % hi)
             )
