@@ -254,6 +254,8 @@ def _validate_entry(raw: Any, path: str, allow_override: bool) -> tuple[dict | N
         return None, ["%s: must be a mapping, got %s" % (path, _fmt(raw))]
     where = _label(path, raw)
     errors: list[str] = []
+    # null optional values mean "default" (Ansible argument specs fill unset suboptions with None)
+    raw = {k: v for k, v in raw.items() if v is not None or k in _ENTRY_REQUIRED}
     allowed = set(ENTRY_KEYS) | ({"override"} if allow_override else set())
     for key in sorted(str(k) for k in raw if k not in allowed):
         hint = _suggest(key, sorted(allowed))
@@ -711,7 +713,9 @@ def _validate_site_servers(raw: Any) -> tuple[list[dict], list[str]]:
                 "%s: certset 0 is the default set trusted for every NTS source; a site CA in it would also be "
                 "trusted for public servers. Use a certset >= 1 or leave certset unset to get one assigned" % where
             )
-        operator = item.get("operator", "site")
+        operator = item.get("operator")
+        if operator is None:
+            operator = "site"
         if not isinstance(operator, str) or not operator.strip():
             errs.append("%s: operator %s must be a non-empty string" % (where, _fmt(operator)))
         else:
@@ -785,6 +789,8 @@ def validate_policy(policy: Any) -> dict:
         policy = {}
     if not isinstance(policy, dict):
         raise NtsCatalogError(["policy: must be a mapping, got %s" % _fmt(policy)])
+    # null means "default" (Ansible argument specs fill unset suboptions with None)
+    policy = {k: v for k, v in policy.items() if v is not None}
     errors: list[str] = []
     known = sorted(POLICY_DEFAULTS)
     for key in sorted(str(k) for k in policy if k not in POLICY_DEFAULTS):
@@ -930,7 +936,10 @@ def select_servers(catalog: Any, policy: Any = None, site_servers: Any = None) -
     ``policy`` keys (all optional) are those of :data:`POLICY_DEFAULTS`. ``count`` is the total
     number of sources wanted *including* site servers (site servers are never dropped, so the
     result can exceed ``count`` when there are more of them). Operator diversity counts catalog
-    sources by ``provider`` and site sources by their ``operator``.
+    sources by ``provider`` and site sources by their ``operator``. Filters apply in this order:
+    usage, providers_allow, providers_deny, exclude_hosts, countries (an entry matches when one of
+    its countries is listed; entries with ``countries: []``, i.e. global anycast, never match),
+    max_stratum, include_anycast, include_virtualised. Site servers are never filtered.
 
     Raises :class:`NtsCatalogError` on any invalid input, an unknown provider id or host in the
     policy, a host present both in ``site_servers`` and the catalog, an empty selection, fewer

@@ -223,3 +223,29 @@ def test_duplicate_extra_and_key_as_ca_fail_the_play(tmp_path, playbook_availabl
     msg = task_results(doc)["Select"]["msg"]
     assert "site_servers[0] (host 'ntp.corp.example'): ca: contains a PRIVATE KEY block" in msg
     assert key.splitlines()[1] not in out, "key material must not be echoed"
+
+
+@pytest.mark.parametrize("name", ["nts_catalog_validate", "nts_catalog_merge", "nts_select", "nts_pem_check"])
+def test_filter_documentation_renders(name, tmp_path, playbook_available):
+    env = dict(os.environ)
+    env.update(
+        {
+            "ANSIBLE_FILTER_PLUGINS": str(REPO / "plugins" / "filter"),
+            "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
+            "ANSIBLE_CONFIG": str(tmp_path / "none.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+        }
+    )
+    proc = subprocess.run(
+        [str(PLAYBOOK_BIN.with_name("ansible-doc")), "-t", "filter", "--json", name],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)[name]
+    assert doc["doc"]["name"] == name
+    assert doc["doc"]["options"]["_input"]["required"] is True
+    assert doc["examples"].strip() and doc["return"]["_value"]["description"]

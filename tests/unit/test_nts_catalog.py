@@ -325,6 +325,21 @@ def test_default_policy_spreads_operators_and_skips_distro_only():
     assert hosts(chosen) == ["a1.example.net", "b1.example.net", "c1.example.net", "any.example.net"]
 
 
+def test_null_values_mean_default():
+    """Ansible argument specs fill unset suboptions with None: that must mean 'default', not 'nothing'."""
+    pol = dict.fromkeys(nc.POLICY_DEFAULTS)
+    assert nc.select_servers(small_catalog(), pol) == nc.select_servers(small_catalog())
+    extra = [dict(entry("n.example"), anycast=None, virtualised=None, port=None, usage=None, notes=None, override=None)]
+    merged = nc.merge_catalog(small_catalog(), extra)
+    assert merged["servers"][-1] == dict(
+        entry("n.example"), anycast=False, virtualised=False, port=123, ntsport=4460, usage="public", notes=""
+    )
+    site = [{"host": "s.corp", "port": None, "ntsport": None, "certset": None, "ca": None, "ca_file": None}]
+    site[0].update({"operator": None, "options": None})
+    got = nc.select_servers(None, {"min_sources": 1}, site)[0]
+    assert (got["operator"], got["port"], got["certset"], got["options"]) == ("site", None, None, [])
+
+
 def test_distro_only_is_used_only_when_allowed():
     chosen = nc.select_servers(small_catalog(), {"usage": ["public", "distro-only"], "count": 5})
     assert "distro.example.net" in hosts(chosen)
