@@ -107,7 +107,7 @@ def test_saved_cookies_do_not_hide_a_dead_server(ca, chrony_procs):
 
 def test_required_source_not_configured(ca, chrony_procs):
     _, client = start_pair(ca, chrony_procs)
-    res, _ = run_module(f"socket={client.socket_path} timeout=1 sources=ntp.nts-test.invalid")
+    res, _ = run_module(f"socket={client.socket_path} timeout=3 sources=ntp.nts-test.invalid")
     assert res["failed"] is True
     causes = {u["name"]: u["cause"] for u in res["unhealthy_sources"]}
     assert causes["ntp.nts-test.invalid"].startswith("not configured in the running chronyd")
