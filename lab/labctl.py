@@ -1,0 +1,485 @@
+#!/usr/bin/env python3
+"""The chrony-nts lab: real NTS servers and real systemd hosts in podman, made and torn down per lab.
+
+    labctl.py up      [--name NAME] [--clients N]   build what is missing, start what is stopped (idempotent)
+    labctl.py down    [--name NAME]                 remove every container, the network, keys and SSH masters
+    labctl.py status  [--name NAME] [--json]
+    labctl.py fault   [--name NAME] ACTION SERVER [PROTO]
+                      ACTION: stop | start | block | unblock     PROTO (block): ke | ntp | all
+    labctl.py image                                  build the images if their recipe changed
+
+What a lab holds (NAME defaults to $LAB_NAME or "chrony-nts-lab"):
+  * one internal podman network NAME-net (no route out; a /24 chosen free in 10.89.0.0/16) with DNS names *.lab.test
+  * NTS servers, each chronyd -x (never any clock control) or NTPsec, key and certificate from a CA made for this lab:
+        nts1, nts2      chrony, trusted certificate                      (the servers clients should use)
+        nts-badca       chrony, certificate from another CA nobody trusts
+        nts-expired     chrony, certificate that expired yesterday
+        ntpsec1         NTPsec 1.2 (a second, independent implementation)
+    Servers get CAP_NET_ADMIN (not CAP_SYS_TIME) so faults can be injected with nftables inside them.
+  * N client hosts NAME-client1..N: systemd as PID 1, python3, sshd with a key made for this lab, CAP_SYS_TIME dropped,
+    chrony not installed (its packages are cached in the image, so installing it is offline and deterministic).
+  * an Ansible inventory (inventories/lab/hosts.yml for the default lab, else .lab/NAME/hosts.yml) and an ssh_config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = Path(__file__).resolve().parent
+DEFAULT_NAME = os.environ.get("LAB_NAME", "chrony-nts-lab")
+DOMAIN = "lab.test"
+LABEL = "io.chrony-nts.lab"
+IMAGE_RECIPE = [LAB / "image" / "build.sh"]
+CHRONY_GID_IN_IMAGE = 103  # _chrony in the Debian 12 image (checked by `up`)
+
+
+class LabError(Exception):
+    """A problem the user can act on: printed as one line, no traceback."""
+
+
+# --------------------------------------------------------------------------------------------------------------- basics
+def podman_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(LAB / "containers.conf"))
+    return env
+
+
+def podman(*args: str, check: bool = True, capture: bool = True, input_text: str | None = None):
+    cmd = ["podman", *args]
+    res = subprocess.run(
+        cmd, env=podman_env(), text=True, input=input_text, capture_output=capture, check=False, timeout=600
+    )
+    if check and res.returncode != 0:
+        raise LabError(f"`{' '.join(cmd)}` failed (rc {res.returncode}): {(res.stderr or '').strip()[-800:]}")
+    return res
+
+
+def preflight() -> None:
+    """One clear message per missing piece of the environment, before anything is created."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("the lab needs root (podman networks with static addresses, debootstrap)")
+    for tool, pkg in (("podman", "podman"), ("runc", "runc"), ("ssh", "openssh-client"), ("iptables", "iptables")):
+        if shutil.which(tool) is None:
+            problems.append(f"`{tool}` is not installed (apt-get install {pkg}, or run `make setup`)")
+    free = shutil.disk_usage("/var/lib").free / 2**30
+    if free < 2:
+        problems.append(f"only {free:.1f} GiB free under /var/lib; the lab images need about 2 GiB")
+    if problems:
+        raise LabError("; ".join(problems))
+
+
+def recipe_tag() -> str:
+    digest = hashlib.sha256()
+    for path in IMAGE_RECIPE:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def image_refs() -> tuple[str, str]:
+    tag = recipe_tag()
+    return f"localhost/chrony-nts-lab-host:{tag}", f"localhost/chrony-nts-lab-server:{tag}"
+
+
+def ensure_images() -> tuple[str, str]:
+    host_ref, server_ref = image_refs()
+    missing = [r for r in (host_ref, server_ref) if podman("image", "exists", r, check=False).returncode != 0]
+    if missing:
+        if shutil.which("debootstrap") is None:
+            raise LabError("`debootstrap` is not installed (apt-get install debootstrap, or run `make setup`)")
+        print(f"lab: building images {host_ref} and {server_ref} (about 75 s)", flush=True)
+        res = subprocess.run(
+            ["bash", str(LAB / "image" / "build.sh"), host_ref, server_ref], env=podman_env(), check=False
+        )
+        if res.returncode != 0:
+            raise LabError("image build failed (see the lines above)")
+    return host_ref, server_ref
+
+
+# ----------------------------------------------------------------------------------------------------------- the state
+class Lab:
+    def __init__(self, name: str, clients: int = 4):
+        if not name.replace("-", "").isalnum() or len(name) > 40:
+            raise LabError(f"lab name {name!r} must be letters, digits and dashes, at most 40 characters")
+        self.name = name
+        self.clients = clients
+        self.dir = ROOT / ".lab" / name
+        self.net = f"{name}-net"
+        default = name == "chrony-nts-lab"
+        self.inventory = (ROOT / "inventories" / "lab" / "hosts.yml") if default else (self.dir / "hosts.yml")
+
+    # names and addresses ---------------------------------------------------------------------------------------------
+    SERVERS = {
+        # name: (kind, last octet, certificate)
+        "nts1": ("chrony", 2, "good"),
+        "nts2": ("chrony", 3, "good"),
+        "nts-badca": ("chrony", 4, "rogue"),
+        "nts-expired": ("chrony", 5, "expired"),
+        "ntpsec1": ("ntpsec", 6, "good"),
+    }
+
+    def container(self, short: str) -> str:
+        return f"{self.name}-{short}"
+
+    def client_names(self) -> list[str]:
+        return [f"client{i}" for i in range(1, self.clients + 1)]
+
+    def address(self, subnet: ipaddress.IPv4Network, octet: int) -> str:
+        return str(subnet.network_address + octet)
+
+    def client_octet(self, index: int) -> int:
+        return 10 + index
+
+    # network ---------------------------------------------------------------------------------------------------------
+    def subnet(self) -> ipaddress.IPv4Network | None:
+        res = podman("network", "inspect", self.net, check=False)
+        if res.returncode != 0:
+            return None
+        data = json.loads(res.stdout)[0]
+        return ipaddress.ip_network(data["subnets"][0]["subnet"])
+
+    def free_subnet(self) -> ipaddress.IPv4Network:
+        used = set()
+        for net in json.loads(podman("network", "ls", "--format", "json").stdout or "[]"):
+            for sub in net.get("subnets") or []:
+                used.add(ipaddress.ip_network(sub["subnet"]))
+        start = int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 200 + 20
+        for i in range(236):
+            candidate = ipaddress.ip_network(f"10.89.{(start + i) % 236 + 20}.0/24")
+            if not any(candidate.overlaps(u) for u in used):
+                return candidate
+        raise LabError("no free /24 left in 10.89.0.0/16 for a lab network")
+
+    def ensure_network(self) -> ipaddress.IPv4Network:
+        subnet = self.subnet()
+        if subnet is None:
+            subnet = self.free_subnet()
+            podman("network", "create", "--internal", "--subnet", str(subnet), "--label", f"{LABEL}={self.name}", self.net)
+        return subnet
+
+    # pki -------------------------------------------------------------------------------------------------------------
+    def ensure_pki(self, subnet: ipaddress.IPv4Network) -> None:
+        sys.path.insert(0, str(LAB))
+        import pki  # noqa: PLC0415  (needs the venv's cryptography; imported only when used)
+
+        pdir = self.dir / "pki"
+        if (pdir / "ca.pem").exists():
+            return
+        ca = pki.Authority.create(f"chrony-nts lab CA ({self.name})")
+        rogue = pki.Authority.create("an authority nobody trusts")
+        pki.write(pdir / "ca.pem", ca.cert_pem, 0o644)
+        pki.write(pdir / "rogue-ca.pem", rogue.cert_pem, 0o644)
+        for short, (_kind, octet, flavour) in self.SERVERS.items():
+            dns = [f"{short}.{DOMAIN}"]
+            ips = [self.address(subnet, octet)]
+            if flavour == "rogue":
+                key, cert = rogue.issue(dns, ips)
+            elif flavour == "expired":
+                key, cert = ca.issue(dns, ips, *pki.expired_window())
+            else:
+                key, cert = ca.issue(dns, ips)
+            sdir = self.dir / "servers" / short
+            pki.write(sdir / "server.crt", cert + ca.cert_pem if flavour != "rogue" else cert, 0o644)
+            # the key: root and the chrony group only (gid as inside the image)
+            pki.write(sdir / "server.key", key, 0o640, 0, CHRONY_GID_IN_IMAGE)
+
+    # ssh -------------------------------------------------------------------------------------------------------------
+    def ensure_ssh(self) -> None:
+        sdir = self.dir / "ssh"
+        key = sdir / "id_ed25519"
+        if key.exists():
+            return
+        sdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(sdir, 0o700)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.name} lab key", "-f", str(key)], check=True
+        )
+        shutil.copy(sdir / "id_ed25519.pub", sdir / "authorized_keys")
+        os.chmod(sdir / "authorized_keys", 0o644)
+
+    def ssh_common_args(self) -> str:
+        return (
+            "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
+            f"-o ControlMaster=auto -o ControlPersist=300s -o ControlPath={self.dir}/cp-%C"
+        )
+
+    # containers ------------------------------------------------------------------------------------------------------
+    def state(self, container: str) -> str | None:
+        res = podman("container", "inspect", "--format", "{{.State.Status}}", container, check=False)
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    def _server_conf(self, short: str, kind: str) -> str:
+        if kind == "ntpsec":
+            return "\n".join(
+                [
+                    "# NTPsec NTS server of the chrony-nts lab: serves its own clock in orphan mode, never steers it",
+                    "tos orphan 5 orphanwait 1",
+                    "disable kernel",
+                    "driftfile /var/lib/ntpsec/ntp.drift",
+                    "nts key /etc/lab/server.key",
+                    "nts cert /etc/lab/server.crt",
+                    "nts enable",
+                    "restrict default kod limited nomodify noquery",
+                    "",
+                ]
+            )
+        return "\n".join(
+            [
+                f"# chrony NTS server {short} of the chrony-nts lab (run with -x: it never steers a clock)",
+                "local stratum 1",
+                "allow all",
+                "ntsserverkey /etc/lab/server.key",
+                "ntsservercert /etc/lab/server.crt",
+                "ntsdumpdir /var/lib/chrony",
+                "driftfile /var/lib/chrony/chrony.drift",
+                "bindcmdaddress /run/chrony/chronyd.sock",
+                "cmdport 0",
+                "",
+            ]
+        )
+
+    def ensure_server(self, short: str, image: str, subnet: ipaddress.IPv4Network) -> None:
+        kind, octet, _ = self.SERVERS[short]
+        name = self.container(short)
+        st = self.state(name)
+        if st == "running":
+            return
+        if st is not None:
+            podman("start", name)
+            return
+        sdir = self.dir / "servers" / short
+        (sdir / "server.conf").write_text(self._server_conf(short, kind))
+        if kind == "ntpsec":
+            start = (
+                "install -d -m 0755 /var/lib/ntpsec /var/log/ntpsec && "
+                "exec /opt/ntpsec/usr/sbin/ntpd -n -c /etc/lab/server.conf"
+            )
+        else:
+            start = (
+                "install -d -o _chrony -g _chrony -m 0750 /run/chrony && "
+                "exec chronyd -x -d -4 -f /etc/lab/server.conf"
+            )
+        podman(
+            "run", "-d", "--name", name, "--hostname", short,
+            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role=server",
+            "--network", self.net, "--ip", self.address(subnet, octet),
+            "--network-alias", f"{short}.{DOMAIN}", "--network-alias", short,
+            "--cap-drop", "SYS_TIME", "--cap-add", "NET_ADMIN",
+            "-v", f"{sdir}:/etc/lab:ro",
+            image, "sh", "-c", start,
+        )  # fmt: skip
+
+    def ensure_client(self, index: int, image: str, subnet: ipaddress.IPv4Network) -> None:
+        short = f"client{index}"
+        name = self.container(short)
+        st = self.state(name)
+        if st == "running":
+            return
+        if st is not None:
+            podman("start", name)
+            return
+        podman(
+            "run", "-d", "--name", name, "--hostname", short,
+            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role=client",
+            "--network", self.net, "--ip", self.address(subnet, self.client_octet(index)),
+            "--network-alias", f"{short}.{DOMAIN}",
+            "--systemd", "always", "--cap-drop", "SYS_TIME",
+            "-v", f"{self.dir / 'ssh' / 'authorized_keys'}:/root/.ssh/authorized_keys:ro",
+            image, "/sbin/init",
+        )  # fmt: skip
+
+    def wait_clients(self, subnet: ipaddress.IPv4Network, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {self.address(subnet, self.client_octet(i)): i for i in range(1, self.clients + 1)}
+        key = self.dir / "ssh" / "id_ed25519"
+        while pending and time.monotonic() < deadline:
+            for ip in list(pending):
+                res = subprocess.run(
+                    ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=2",
+                     *self.ssh_common_args().split(), f"root@{ip}", "true"],
+                    capture_output=True, text=True, check=False, timeout=30,
+                )  # fmt: skip
+                if res.returncode == 0:
+                    del pending[ip]
+            if pending:
+                time.sleep(0.5)
+        if pending:
+            raise LabError(f"lab clients did not accept SSH within {timeout:.0f} s: {sorted(pending)}")
+
+    def wait_servers(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        for short, (kind, _octet, _) in self.SERVERS.items():
+            probe = "ss -Hltn 'sport = :4460' | grep -q LISTEN"
+            while True:
+                res = podman("exec", self.container(short), "sh", "-c", probe, check=False)
+                if res.returncode == 0:
+                    break
+                if time.monotonic() > deadline:
+                    logs = podman("logs", "--tail", "20", self.container(short), check=False)
+                    raise LabError(f"NTS server {short} ({kind}) is not listening on 4460: {logs.stderr.strip()}")
+                time.sleep(0.2)
+
+    # inventory -------------------------------------------------------------------------------------------------------
+    def write_inventory(self, subnet: ipaddress.IPv4Network) -> None:
+        servers = {
+            short: {"name": f"{short}.{DOMAIN}", "address": self.address(subnet, octet), "kind": kind, "cert": cert}
+            for short, (kind, octet, cert) in self.SERVERS.items()
+        }
+        inv = {
+            "all": {
+                "vars": {
+                    "ansible_user": "root",
+                    "ansible_ssh_private_key_file": str(self.dir / "ssh" / "id_ed25519"),
+                    "ansible_ssh_common_args": self.ssh_common_args(),
+                    "lab_name": self.name,
+                    "lab_dir": str(self.dir),
+                    "lab_domain": DOMAIN,
+                    "lab_ca_file": str(self.dir / "pki" / "ca.pem"),
+                    "lab_rogue_ca_file": str(self.dir / "pki" / "rogue-ca.pem"),
+                    "lab_servers": servers,
+                },
+                "children": {
+                    "chrony_nts_clients": {
+                        "hosts": {
+                            f"client{i}": {
+                                "ansible_host": self.address(subnet, self.client_octet(i)),
+                                "lab_container": self.container(f"client{i}"),
+                            }
+                            for i in range(1, self.clients + 1)
+                        }
+                    }
+                },
+            }
+        }
+        self.inventory.parent.mkdir(parents=True, exist_ok=True)
+        header = f"# Written by lab/labctl.py up for the lab {self.name!r}: do not edit, it is rewritten.\n"
+        # JSON is YAML: no dependency on PyYAML here.
+        self.inventory.write_text(header + json.dumps(inv, indent=2) + "\n")
+        lines = []
+        for i in range(1, self.clients + 1):
+            lines += [
+                f"Host client{i}",
+                f"  HostName {self.address(subnet, self.client_octet(i))}",
+                "  User root",
+                f"  IdentityFile {self.dir / 'ssh' / 'id_ed25519'}",
+                *[f"  {o.split('=', 1)[0]} {o.split('=', 1)[1]}" for o in self.ssh_common_args().split() if "=" in o],
+                "",
+            ]
+        (self.dir / "ssh_config").write_text("\n".join(lines))
+
+    # verbs -----------------------------------------------------------------------------------------------------------
+    def up(self) -> None:
+        preflight()
+        host_image, server_image = ensure_images()
+        gid = podman("run", "--rm", server_image, "id", "-g", "_chrony").stdout.strip()
+        if gid != str(CHRONY_GID_IN_IMAGE):
+            raise LabError(f"_chrony has gid {gid} in {server_image}, the lab expects {CHRONY_GID_IN_IMAGE}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        subnet = self.ensure_network()
+        self.ensure_pki(subnet)
+        self.ensure_ssh()
+        for short in self.SERVERS:
+            self.ensure_server(short, server_image, subnet)
+        for i in range(1, self.clients + 1):
+            self.ensure_client(i, host_image, subnet)
+        self.write_inventory(subnet)
+        self.wait_servers()
+        self.wait_clients(subnet)
+        print(f"lab {self.name}: up on {subnet} with {len(self.SERVERS)} NTS servers and {self.clients} clients")
+        print(f"lab {self.name}: inventory {self.inventory.relative_to(ROOT) if self.inventory.is_relative_to(ROOT) else self.inventory}")
+
+    def containers(self) -> list[str]:
+        res = podman("ps", "-a", "--filter", f"label={LABEL}={self.name}", "--format", "{{.Names}}", check=False)
+        return [n for n in res.stdout.split() if n]
+
+    def down(self) -> None:
+        for sock in self.dir.glob("cp-*"):
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab"], capture_output=True, check=False)
+        names = self.containers()
+        if names:
+            podman("rm", "-f", "-t", "0", *names)
+        if podman("network", "exists", self.net, check=False).returncode == 0:
+            podman("network", "rm", "-f", self.net)
+        if self.dir.exists():
+            shutil.rmtree(self.dir)
+        with contextlib.suppress(FileNotFoundError):
+            self.inventory.unlink()
+        print(f"lab {self.name}: down ({len(names)} containers removed)")
+
+    def status(self, as_json: bool) -> int:
+        subnet = self.subnet()
+        rows = [{"container": n, "state": self.state(n)} for n in self.containers()]
+        if as_json:
+            print(json.dumps({"name": self.name, "subnet": str(subnet) if subnet else None, "containers": rows}))
+        else:
+            print(f"lab {self.name}: network {self.net} {subnet or '(absent)'}")
+            for row in rows:
+                print(f"  {row['container']:<40} {row['state']}")
+        return 0 if subnet else 1
+
+    def fault(self, action: str, server: str, proto: str) -> None:
+        if server not in self.SERVERS:
+            raise LabError(f"unknown lab server {server!r}; known: {', '.join(self.SERVERS)}")
+        name = self.container(server)
+        if action == "stop":
+            podman("stop", "-t", "2", name)
+        elif action == "start":
+            podman("start", name)
+            self.wait_servers()
+        elif action == "block":
+            rules = {"ke": ["tcp dport 4460"], "ntp": ["udp dport 123"], "all": ["tcp dport 4460", "udp dport 123"]}
+            script = "nft add table inet labfault; nft 'add chain inet labfault in { type filter hook input priority 0; }'"
+            for rule in rules[proto]:
+                script += f"; nft add rule inet labfault in {rule} drop"
+            podman("exec", name, "sh", "-c", script)
+        elif action == "unblock":
+            podman("exec", name, "sh", "-c", "nft delete table inet labfault 2>/dev/null || true")
+        print(f"lab {self.name}: {action} {server} {proto if action == 'block' else ''}".rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("verb", choices=["up", "down", "status", "fault", "image"])
+    parser.add_argument("args", nargs="*")
+    parser.add_argument("--name", default=DEFAULT_NAME)
+    parser.add_argument("--clients", type=int, default=int(os.environ.get("LAB_CLIENTS", "4")))
+    parser.add_argument("--json", action="store_true")
+    opts = parser.parse_args(argv)
+    try:
+        lab = Lab(opts.name, opts.clients)
+        if opts.verb == "up":
+            lab.up()
+        elif opts.verb == "down":
+            lab.down()
+        elif opts.verb == "status":
+            return lab.status(opts.json)
+        elif opts.verb == "image":
+            preflight()
+            print("\n".join(ensure_images()))
+        elif opts.verb == "fault":
+            if len(opts.args) < 2 or opts.args[0] not in ("stop", "start", "block", "unblock"):
+                raise LabError("usage: labctl.py fault stop|start|block|unblock SERVER [ke|ntp|all]")
+            proto = opts.args[2] if len(opts.args) > 2 else "all"
+            if proto not in ("ke", "ntp", "all"):
+                raise LabError(f"fault protocol {proto!r} must be ke, ntp or all")
+            lab.fault(opts.args[0], opts.args[1], proto)
+    except LabError as exc:
+        print(f"lab: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
