@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = Path(__file__).resolve().parent
@@ -120,7 +121,7 @@ class Lab:
         self.inventory = (ROOT / "inventories" / "lab" / "hosts.yml") if default else (self.dir / "hosts.yml")
 
     # names and addresses ---------------------------------------------------------------------------------------------
-    SERVERS = {
+    SERVERS: ClassVar[dict[str, tuple[str, int, str]]] = {
         # name: (kind, last octet, certificate)
         "nts1": ("chrony", 2, "good"),
         "nts2": ("chrony", 3, "good"),
@@ -165,13 +166,16 @@ class Lab:
         subnet = self.subnet()
         if subnet is None:
             subnet = self.free_subnet()
-            podman("network", "create", "--internal", "--subnet", str(subnet), "--label", f"{LABEL}={self.name}", self.net)
+            podman(
+                "network", "create", "--internal", "--subnet", str(subnet),
+                "--label", f"{LABEL}={self.name}", self.net,
+            )  # fmt: skip
         return subnet
 
     # pki -------------------------------------------------------------------------------------------------------------
     def ensure_pki(self, subnet: ipaddress.IPv4Network) -> None:
         sys.path.insert(0, str(LAB))
-        import pki  # noqa: PLC0415  (needs the venv's cryptography; imported only when used)
+        import pki  # needs the venv's cryptography: imported only when used
 
         pdir = self.dir / "pki"
         if (pdir / "ca.pem").exists():
@@ -267,8 +271,7 @@ class Lab:
             )
         else:
             start = (
-                "install -d -o _chrony -g _chrony -m 0750 /run/chrony && "
-                "exec chronyd -x -d -4 -f /etc/lab/server.conf"
+                "install -d -o _chrony -g _chrony -m 0750 /run/chrony && exec chronyd -x -d -4 -f /etc/lab/server.conf"
             )
         podman(
             "run", "-d", "--name", name, "--hostname", short,
@@ -398,7 +401,8 @@ class Lab:
         self.wait_servers()
         self.wait_clients(subnet)
         print(f"lab {self.name}: up on {subnet} with {len(self.SERVERS)} NTS servers and {self.clients} clients")
-        print(f"lab {self.name}: inventory {self.inventory.relative_to(ROOT) if self.inventory.is_relative_to(ROOT) else self.inventory}")
+        shown = self.inventory.relative_to(ROOT) if self.inventory.is_relative_to(ROOT) else self.inventory
+        print(f"lab {self.name}: inventory {shown}")
 
     def containers(self) -> list[str]:
         res = podman("ps", "-a", "--filter", f"label={LABEL}={self.name}", "--format", "{{.Names}}", check=False)
@@ -440,7 +444,8 @@ class Lab:
             self.wait_servers()
         elif action == "block":
             rules = {"ke": ["tcp dport 4460"], "ntp": ["udp dport 123"], "all": ["tcp dport 4460", "udp dport 123"]}
-            script = "nft add table inet labfault; nft 'add chain inet labfault in { type filter hook input priority 0; }'"
+            script = "nft add table inet labfault; "
+            script += "nft 'add chain inet labfault in { type filter hook input priority 0; }'"
             for rule in rules[proto]:
                 script += f"; nft add rule inet labfault in {rule} drop"
             podman("exec", name, "sh", "-c", script)
