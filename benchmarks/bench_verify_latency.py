@@ -47,6 +47,12 @@ ENV = dict(
     ANSIBLE_LOCALHOST_WARNING="0",
     ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
 )
+# run outside the repo: its ansible.cfg enables profile_tasks (breaks the JSON output) and a lab inventory;
+# the module and module_utils paths come from ANSIBLE_LIBRARY / ANSIBLE_MODULE_UTILS instead
+ENV.pop("ANSIBLE_CONFIG", None)
+CWD = "/"
+# explicit local target: independent of the inventory named in the repo's ansible.cfg
+LOCAL = ["-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
 
 
 def poller(socket_path: str, t0: float, stop: threading.Event, out: dict, period: float = 0.05) -> None:
@@ -67,12 +73,12 @@ def poller(socket_path: str, t0: float, stop: threading.Event, out: dict, period
 
 def run_ansible(args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "ansible"), "localhost", "-m", "chrony_authdata", "-a", args],
+        [str(REPO / ".venv" / "bin" / "ansible"), "localhost", *LOCAL, "-m", "chrony_authdata", "-a", args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
-        cwd=REPO,
+        cwd=CWD,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -28,15 +29,21 @@ ENV = dict(
     ANSIBLE_LOCALHOST_WARNING="0",
     ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
 )
+# run outside the repo: its ansible.cfg enables profile_tasks (breaks the JSON output) and a lab inventory;
+# the module and module_utils paths come from ANSIBLE_LIBRARY / ANSIBLE_MODULE_UTILS instead
+ENV.pop("ANSIBLE_CONFIG", None)
+CWD = "/"
+# explicit local target: independent of the inventory named in the repo's ansible.cfg
+LOCAL = ["-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
 
 
 def run_module(args: str, check: bool = False, wall_limit: float = 120) -> tuple[dict, float]:
     """Run the module through the ansible CLI; return (task result for localhost, wall-clock seconds)."""
-    cmd = [str(ANSIBLE), "localhost", "-m", "chrony_authdata", "-a", args]
+    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "chrony_authdata", "-a", args]
     if check:
         cmd.append("--check")
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=wall_limit, cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=wall_limit, cwd=CWD)
     wall = time.monotonic() - t0
     try:
         out = json.loads(proc.stdout)
