@@ -31,6 +31,7 @@ No Ansible imports here: the module, the CLI ``bin/nts-probe`` and the tests all
 from __future__ import annotations
 
 import datetime
+import errno
 import ipaddress
 import os
 import select
@@ -720,7 +721,7 @@ def tcp_connect(addrs, timeout):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             err = sock.connect_ex(sockaddr)
-            if err not in (0, 115, 36, 10035):  # EINPROGRESS (Linux, macOS), WSAEWOULDBLOCK
+            if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
                 raise OSError(err, os.strerror(err))
             if err:
                 _wait(sock, True, deadline, "tcp", "connecting to %s port %d" % sockaddr[:2])
@@ -1108,10 +1109,16 @@ def _close_tls(conn, sock):
         sock.close()
 
 
+_SPEC_KEYS = frozenset(
+    ("host", "port", "ntsport", "address", "server_name", "ca_file", "no_cert_time_check", "timeout", "placeholders")
+)
+
+
 def probe_many(specs, concurrency=16, timeout=5.0, **common):
     """Probe several servers with a bounded thread pool; results in the order of ``specs``.
 
-    Each spec is a dict of :func:`probe` keyword arguments (``host`` required) or a ``host[:port]`` string;
+    Each spec is a dict of :func:`probe` keyword arguments (``host`` required, ``ntsport`` accepted as an alias of
+    ``port``) or a ``host[:port]`` string;
     ``common`` supplies defaults (ca_file, no_cert_time_check, ...). With ``concurrency`` >= the number of
     unresponsive servers the whole run takes about one ``timeout``.
     """
@@ -1126,8 +1133,22 @@ def probe_many(specs, concurrency=16, timeout=5.0, **common):
         elif isinstance(spec, dict):
             if not spec.get("host"):
                 raise ValueError("server entry %r has no 'host'" % (spec,))
+            unknown = sorted(set(spec) - _SPEC_KEYS)
+            if unknown:
+                raise ValueError(
+                    "server entry for %r has unknown key(s) %s (allowed: %s)"
+                    % (spec["host"], ", ".join(unknown), ", ".join(sorted(_SPEC_KEYS)))
+                )
             kwargs = dict(common)
             kwargs.update({k: v for k, v in spec.items() if v is not None})
+            if "ntsport" in kwargs:
+                ntsport = kwargs.pop("ntsport")
+                if "port" in spec and spec["port"] != ntsport:
+                    raise ValueError(
+                        "server entry for %r: 'port' %r and 'ntsport' %r disagree"
+                        % (spec["host"], spec["port"], ntsport)
+                    )
+                kwargs["port"] = ntsport
         else:
             raise ValueError("server entry %r is neither a string nor a dict" % (spec,))
         kwargs.setdefault("timeout", timeout)

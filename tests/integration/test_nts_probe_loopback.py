@@ -193,6 +193,28 @@ def test_not_yet_valid_certificate_needs_no_time_check(future, lab):
     assert r["cert_days_left"] >= 39
 
 
+class UnsynchronisedServer(NtsServer):
+    """A chronyd NTS server without ``local stratum`` and without sources: it answers, but unsynchronised."""
+
+    def config_text(self):
+        text = super().config_text()
+        return "\n".join(line for line in text.splitlines() if not line.startswith("local stratum")) + "\n"
+
+
+def test_unsynchronised_server_is_flagged(lab, tmp_path):
+    addr = unique_loopback_address()
+    srv = UnsynchronisedServer.create(lab.ca.issue("unsync", ips=[addr]), address=addr, name="unsync")
+    lab.procs.append(srv)
+    srv.start()
+    r = probe(srv, lab)
+    assert r["ok"] is True, r  # NTS itself works: the answer is authenticated
+    assert r["synchronised"] is False
+    assert r["leap"] == 3 or r["stratum"] in (0, 16), r
+    out = run_cli("--ca-file", str(lab.ca.cert_path), "%s:%d" % (addr, srv.ntsport))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "server unsynchronised" in out.stdout
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # failures, each at its own stage
 
@@ -441,7 +463,10 @@ def run_module(args, check=False):
     ]
     if check:
         cmd.append("--check")
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, check=False)
+    # run outside the repo so its ansible.cfg (profile_tasks prints after the JSON) does not apply: the module is
+    # found through ANSIBLE_LIBRARY / ANSIBLE_MODULE_UTILS only
+    env.pop("ANSIBLE_CONFIG", None)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd="/", check=False)
     try:
         data = json.loads(out.stdout)
     except ValueError:

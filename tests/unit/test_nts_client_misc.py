@@ -134,6 +134,10 @@ def test_probe_many_argument_errors():
         nts_client.probe_many([{"port": 1}])
     with pytest.raises(ValueError, match="neither a string nor a dict"):
         nts_client.probe_many([42])
+    with pytest.raises(ValueError, match="server entry for 'h' has unknown key\\(s\\) provider, stratum"):
+        nts_client.probe_many([{"host": "h", "provider": "x", "stratum": 1}])
+    with pytest.raises(ValueError, match="'port' 123 and 'ntsport' 4460 disagree"):
+        nts_client.probe_many([{"host": "h", "port": 123, "ntsport": 4460}])
     assert nts_client.probe_many([]) == []
 
 
