@@ -48,6 +48,8 @@ options:
     description:
       - Identifier of the current run. With O(state=save), a pending snapshot carrying the same identifier is
         kept as it is; one with a different identifier is stale (left by an interrupted run) and is replaced.
+      - With O(state=restore), when set, the snapshot is restored only if it carries this identifier; a snapshot
+        of another run is an error and nothing is written (a stale rollback point must never be applied).
     type: str
     default: ''
   keep_previous:
@@ -371,12 +373,18 @@ def _write_back(entry, content):
         raise
 
 
-def restore_snapshot(snap_dir, check_mode=False):
+def restore_snapshot(snap_dir, check_mode=False, run_id=""):
     """Write the recorded files back; remove files and directories that did not exist at save time."""
     manifest = read_manifest(snap_dir)
     result = {"snapshot": snap_dir, "found": manifest is not None, "restored": [], "removed_dirs": [], "files": []}
     if manifest is None:
         return result
+    if run_id and manifest.get("run_id") != run_id:
+        raise SnapshotError(
+            "the snapshot in %s belongs to run %r, not to this run %r: not restored"
+            % (snap_dir, manifest.get("run_id"), run_id),
+            snap_dir,
+        )
     result["run_id"] = manifest.get("run_id", "")
     result["files"] = _public(manifest["files"])
     dirs_to_remove = []
@@ -456,7 +464,7 @@ def main():
                     % result["replaced_stale"]
                 )
         elif state == "restore":
-            result = restore_snapshot(params["path"], module.check_mode)
+            result = restore_snapshot(params["path"], module.check_mode, params["run_id"])
             changed = bool(result["restored"] or result["removed_dirs"])
         else:
             result = discard_snapshot(params["path"], params["keep_previous"], module.check_mode)

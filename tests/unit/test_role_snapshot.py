@@ -189,3 +189,12 @@ def test_discard_deletes_or_keeps_previous(tree):
 def test_restore_without_snapshot_reports_not_found(tree):
     result = snap.restore_snapshot(str(tree["snap"]))
     assert result == {"snapshot": str(tree["snap"]), "found": False, "restored": [], "removed_dirs": [], "files": []}
+
+
+def test_restore_refuses_a_snapshot_of_another_run(tree):
+    _save(tree, "earlier-run")
+    tree["conf"].write_text("current\n")
+    with pytest.raises(snap.SnapshotError, match="belongs to run 'earlier-run'"):
+        snap.restore_snapshot(str(tree["snap"]), run_id="this-run")
+    assert tree["conf"].read_text() == "current\n"
+    assert snap.restore_snapshot(str(tree["snap"]), run_id="earlier-run")["restored"] == [str(tree["conf"])]

@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+"""Role filter: compute chronyd's daemon options line while keeping the distribution's own flags.
+
+Debian passes ``DAEMON_OPTS`` from /etc/default/chrony (``-F 1``: seccomp filter), the RHEL family
+``OPTIONS`` from /etc/sysconfig/chronyd (``-F 2`` on EL9). The role only adds or removes ``-x``
+(do not control the system clock); every other flag the host already has is kept in its order.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+import shlex
+
+from ansible.errors import AnsibleFilterError
+
+_UNSAFE = re.compile(r"[\s\"'`$\\]")
+
+
+def parse_daemon_opts(content, var):
+    """Return the tokens of the last uncommented ``var=...`` assignment in ``content``, or None."""
+    pattern = re.compile(r"^[ \t]*(?:export[ \t]+)?%s=(.*)$" % re.escape(var), re.MULTILINE)
+    matches = pattern.findall(content or "")
+    if not matches:
+        return None
+    raw = matches[-1].strip()
+    try:
+        # The right-hand side is one shell word ("-F 1"); systemd/the init script split its value on whitespace.
+        value = " ".join(shlex.split(raw, comments=True))
+    except ValueError as exc:
+        raise AnsibleFilterError("%s=%s cannot be parsed: %s" % (var, raw, exc)) from exc
+    return value.split()
+
+
+def chrony_nts_daemon_opts(content, var, clock_control, default):
+    """Compute the options for ``var``: the host's current flags (or ``default``), ``-x`` per ``clock_control``.
+
+    Returns ``{"found": bool, "options": [tokens], "line": 'VAR="..."'}``.
+    """
+    if not isinstance(clock_control, bool):
+        raise AnsibleFilterError("clock_control must be a boolean, got %r" % (clock_control,))
+    tokens = parse_daemon_opts(content, var)
+    found = tokens is not None
+    if tokens is None:
+        tokens = shlex.split(default or "")
+    tokens = [t for t in tokens if t != "-x"]
+    if not clock_control:
+        tokens.append("-x")
+    for token in tokens:
+        if _UNSAFE.search(token):
+            raise AnsibleFilterError(
+                "%s holds the option %r with spaces, quotes, '$', '`' or '\\'; the role cannot rewrite it "
+                "safely, edit the file by hand" % (var, token)
+            )
+    return {"found": found, "options": tokens, "line": '%s="%s"' % (var, " ".join(tokens))}
+
+
+class FilterModule(object):
+    """chrony_nts role filters."""
+
+    def filters(self):
+        return {"chrony_nts_daemon_opts": chrony_nts_daemon_opts}

@@ -1,0 +1,457 @@
+"""Render the chrony_nts role's files for a Debian and a RHEL host and check them with the real chronyd.
+
+Runs ansible-playbook on localhost (connection: local) with the role's own tasks files for the steps that only compute
+(set_vars.yml, preflight.yml, daemon_options.yml), then renders the role's templates into a temp dir. Nothing is written
+outside the temp dir, no service is touched, and ``chronyd -p`` only parses (it never starts a daemon or steers the
+clock). The platform is simulated by setting the facts the role reads (os_family, distribution, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+ROLE = REPO / "roles" / "chrony_nts"
+CHRONYD = shutil.which("chronyd") or "/usr/sbin/chronyd"
+
+pytestmark = pytest.mark.skipif(not Path(CHRONYD).exists(), reason="chronyd is not installed on this machine")
+
+PLATFORMS = {
+    "debian12": {
+        "facts": {
+            "os_family": "Debian",
+            "distribution": "Debian",
+            "distribution_major_version": "12",
+            "distribution_version": "12.7",
+        },
+        # /etc/default/chrony as shipped by Debian 12's chrony 4.3 package.
+        "options_file": (
+            "# This is a configuration file for /etc/init.d/chrony and\n"
+            "# /lib/systemd/system/chrony.service; it allows you to pass various options to\n"
+            "# the chrony daemon without editing the init script or service file.\n\n"
+            "# Options to pass to chrony.\n"
+            'DAEMON_OPTS="-F 1"\n'
+        ),
+    },
+    "rhel9": {
+        "facts": {
+            "os_family": "RedHat",
+            "distribution": "RedHat",
+            "distribution_major_version": "9",
+            "distribution_version": "9.4",
+        },
+        # /etc/sysconfig/chronyd as shipped by EL9's chrony package.
+        "options_file": '# Command-line options for chronyd\nOPTIONS="-F 2"\n',
+    },
+}
+
+PLAYBOOK = """
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  vars_files: [vars.yml]
+  tasks:
+    - name: Pretend to be the platform under test (only the facts the role reads)
+      ansible.builtin.set_fact:
+        ansible_os_family: "{{ fake.os_family }}"
+        ansible_distribution: "{{ fake.distribution }}"
+        ansible_distribution_major_version: "{{ fake.distribution_major_version }}"
+        ansible_distribution_version: "{{ fake.distribution_version }}"
+        cacheable: true
+
+    - name: Role platform variables
+      ansible.builtin.include_role:
+        name: chrony_nts
+        tasks_from: set_vars.yml
+        public: true
+
+    - name: Role input checks and source selection
+      ansible.builtin.include_role:
+        name: chrony_nts
+        tasks_from: preflight.yml
+
+    - name: Point the role's file paths into the temp dir
+      ansible.builtin.set_fact:
+        __chrony_nts_options_file: "{{ out }}/options"
+        __chrony_nts_cert_dir: "{{ out }}/certs"
+
+    - name: Role daemon options computation
+      ansible.builtin.include_role:
+        name: chrony_nts
+        tasks_from: daemon_options.yml
+
+    - name: Recompute the CA list for the temp dir
+      ansible.builtin.set_fact:
+        __chrony_nts_trusted_certs: "{{ __chrony_nts_sources | chrony_nts_trusted_certs(__chrony_nts_cert_dir) }}"
+
+    - name: Write the CA bundles
+      ansible.builtin.copy:
+        content: "{{ item.content }}"
+        dest: "{{ item.path }}"
+        mode: "0644"
+      loop: "{{ __chrony_nts_trusted_certs | selectattr('content', 'ne', none) | list }}"
+
+    - name: Render chrony.conf with the role's template, validated like the role does
+      ansible.builtin.template:
+        src: "{{ role_dir }}/templates/chrony.conf.j2"
+        dest: "{{ out }}/chrony.conf"
+        mode: "0644"
+        validate: "{{ __chrony_nts_chronyd }} -p -f %s"
+
+    - name: Render the systemd drop-in
+      ansible.builtin.template:
+        src: "{{ role_dir }}/templates/dropin.conf.j2"
+        dest: "{{ out }}/dropin.conf"
+        mode: "0644"
+
+    - name: Hand the computed values to the test
+      ansible.builtin.copy:
+        dest: "{{ out }}/result.json"
+        mode: "0644"
+        content: "{{ {'opts': __chrony_nts_daemon_opts, 'sources': __chrony_nts_sources,
+                      'config_path': __chrony_nts_config_path, 'service': __chrony_nts_service,
+                      'options_var': __chrony_nts_options_var, 'user': __chrony_nts_user,
+                      'dropin_path': __chrony_nts_dropin_path,
+                      'certs': __chrony_nts_trusted_certs} | to_json }}"
+"""
+
+
+def _env(tmp: Path) -> dict:
+    env = dict(os.environ)
+    env.update(
+        {
+            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+            "ANSIBLE_FILTER_PLUGINS": str(REPO / "plugins" / "filter"),
+            "ANSIBLE_LIBRARY": str(REPO / "plugins" / "modules"),
+            "ANSIBLE_MODULE_UTILS": str(REPO / "plugins" / "module_utils"),
+            "ANSIBLE_LOCAL_TEMP": str(tmp / ".ansible-tmp"),
+            "ANSIBLE_REMOTE_TEMP": str(tmp / ".ansible-tmp"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "ANSIBLE_CONFIG": str(tmp / "none.cfg"),  # the repo's ansible.cfg (lead's) must not change the test
+            "ANSIBLE_PYTHON_INTERPRETER": str(VENV_BIN / "python"),
+        }
+    )
+    return env
+
+
+def _run(tmp: Path, playbook: str, variables: dict, extra_args: tuple = ()) -> subprocess.CompletedProcess:
+    (tmp / "play.yml").write_text(playbook)
+    (tmp / "vars.yml").write_text(yaml.safe_dump(variables))
+    (tmp / "none.cfg").write_text("[defaults]\n")
+    return subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", str(tmp / "play.yml"), *extra_args],
+        cwd=tmp,
+        env=_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _pem(tmp: Path, name: str) -> str:
+    """A real self-signed CA certificate (EC P-256) made with openssl."""
+    key, crt = tmp / f"{name}.key", tmp / f"{name}.crt"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return crt.read_text()
+
+
+def _render(tmp: Path, platform: str, role_vars: dict) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp / "out"
+    (out / "certs").mkdir(parents=True, exist_ok=True)
+    (out / "options").write_text(PLATFORMS[platform]["options_file"])
+    variables = {"fake": PLATFORMS[platform]["facts"], "out": str(out), "role_dir": str(ROLE), **role_vars}
+    return _run(tmp, PLAYBOOK, variables), out
+
+
+SITE_VARS = {
+    "chrony_nts_use_catalog": False,
+    "chrony_nts_policy": {"count": 2, "min_sources": 2},
+    "chrony_nts_clock_control": False,
+}
+
+
+def _site_servers(tmp: Path) -> list:
+    lab_ca = _pem(tmp, "lab-ca")
+    return [
+        {"host": "nts1.lab.test", "ca": lab_ca, "options": ["minpoll 0", "maxpoll 4"]},
+        {"host": "nts2.lab.test", "ca": lab_ca, "port": 1123, "ntsport": 14460},
+        {"host": "10.0.0.9", "ca_file": "/etc/ssl/local/other-ca.pem", "operator": "Other dept"},
+    ]
+
+
+def _chronyd_parse(path: Path) -> str:
+    proc = subprocess.run([CHRONYD, "-p", "-f", str(path)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _directives(conf: str) -> list[str]:
+    return [line for line in conf.splitlines() if line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("platform", ["debian12", "rhel9"])
+def test_site_servers_render_and_chronyd_accepts(tmp_path, platform):
+    site = _site_servers(tmp_path)
+    proc, out = _render(
+        tmp_path,
+        platform,
+        {**SITE_VARS, "chrony_nts_site_servers": site, "chrony_nts_policy": {"count": 3, "min_sources": 3}},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    conf = (out / "chrony.conf").read_text()
+    lines = _directives(conf)
+
+    assert conf.startswith("#"), "ansible_managed header must be a comment"
+    assert "# Ansible managed" in conf.splitlines()[:3]
+    # Each site server in order; both lab servers share one CA, so they share one certset.
+    servers = [line for line in lines if line.startswith("server ")]
+    assert servers == [
+        "server nts1.lab.test iburst nts certset 1 minpoll 0 maxpoll 4",
+        "server nts2.lab.test port 1123 iburst nts ntsport 14460 certset 1",
+        "server 10.0.0.9 iburst nts certset 2",
+    ]
+    certset_of = {s["host"]: s["certset"] for s in result["sources"]}
+    trusted = [line for line in lines if line.startswith("ntstrustedcerts ")]
+    cert_dir = out / "certs"
+    expected_trusted = {f"ntstrustedcerts {certset_of['10.0.0.9']} /etc/ssl/local/other-ca.pem"}
+    for host in ("nts1.lab.test", "nts2.lab.test"):
+        expected_trusted.add(f"ntstrustedcerts {certset_of[host]} {cert_dir}/certset-{certset_of[host]}.pem")
+    assert set(trusted) == expected_trusted
+    for cert in result["certs"]:
+        if cert["content"] is not None:
+            assert Path(cert["path"]).read_text().count("BEGIN CERTIFICATE") == 1
+
+    assert "authselectmode require" in lines
+    assert "cmdport 0" in lines and "port 0" in lines
+    assert not any(line.startswith(("pool ", "sourcedir ", "allow ")) for line in lines)
+    assert "ntsdumpdir /var/lib/chrony" in lines
+    assert "minsources 1" in lines and "makestep 1.0 3" in lines and "rtcsync" in lines
+
+    # chronyd itself accepts the file and sees the same sources.
+    parsed = _chronyd_parse(out / "chrony.conf")
+    assert parsed.count("server ") == 3
+
+    if platform == "debian12":
+        assert result["config_path"] == "/etc/chrony/chrony.conf"
+        assert result["service"] == "chrony" and result["user"] == "_chrony"
+        assert result["options_var"] == "DAEMON_OPTS"
+        # Debian's seccomp filter survives; -x is added for clock_control false.
+        assert result["opts"]["line"] == 'DAEMON_OPTS="-F 1 -x"'
+        assert "driftfile /var/lib/chrony/chrony.drift" in lines
+        assert "confdir /etc/chrony/conf.d" in lines
+        assert "keyfile /etc/chrony/chrony.keys" in lines
+        assert result["dropin_path"] == "/etc/systemd/system/chrony.service.d/50-chrony-nts.conf"
+    else:
+        assert result["config_path"] == "/etc/chrony.conf"
+        assert result["service"] == "chronyd" and result["user"] == "chrony"
+        assert result["options_var"] == "OPTIONS"
+        assert result["opts"]["line"] == 'OPTIONS="-F 2 -x"'
+        assert "driftfile /var/lib/chrony/drift" in lines
+        assert "keyfile /etc/chrony.keys" in lines
+        assert not any(line.startswith("confdir") for line in lines)
+        assert result["dropin_path"] == "/etc/systemd/system/chronyd.service.d/50-chrony-nts.conf"
+    dropin = (out / "dropin.conf").read_text()
+    assert "[Unit]\nConditionCapability=\n" in dropin
+
+
+@pytest.mark.parametrize("platform", ["debian12", "rhel9"])
+def test_catalog_selection_with_clock_control_keeps_distro_flags(tmp_path, platform):
+    proc, out = _render(tmp_path, platform, {"chrony_nts_policy": {"count": 4, "min_operators": 3}})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    lines = _directives((out / "chrony.conf").read_text())
+    servers = [line for line in lines if line.startswith("server ")]
+    assert len(servers) == 4
+    assert len({s["provider"] for s in result["sources"]}) >= 3
+    assert all(" nts" in s and "certset" not in s for s in servers)
+    assert not any(line.startswith("ntstrustedcerts") for line in lines)
+    # clock_control true: -x is not added and the distribution's flag stays exactly as it was.
+    expected = 'DAEMON_OPTS="-F 1"' if platform == "debian12" else 'OPTIONS="-F 2"'
+    assert result["opts"]["line"] == expected
+    assert result["opts"]["found"] is True
+    _chronyd_parse(out / "chrony.conf")
+
+
+def test_keep_distro_sources_extra_config_and_serving(tmp_path):
+    proc, out = _render(
+        tmp_path,
+        "debian12",
+        {
+            "chrony_nts_keep_distro_sources": True,
+            "chrony_nts_keep_confdir": False,
+            "chrony_nts_allow": ["192.0.2.0/24"],
+            "chrony_nts_extra_config": ["log measurements statistics tracking", "ntsrefresh 86400"],
+            "chrony_nts_authselectmode": "prefer",
+            "chrony_nts_nocerttimecheck": 1,
+            "chrony_nts_nosystemcert": True,
+            "chrony_nts_cmdport": 323,
+            "chrony_nts_leapsectz": "",
+        },
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "WARNING chrony_nts_authselectmode is 'prefer'" in proc.stdout
+    lines = _directives((out / "chrony.conf").read_text())
+    assert "pool 2.debian.pool.ntp.org iburst" in lines and "sourcedir /etc/chrony/sources.d" in lines
+    assert not any(line.startswith("confdir") for line in lines)
+    assert "allow 192.0.2.0/24" in lines and "port 0" not in lines
+    assert lines[-2:] == ["log measurements statistics tracking", "ntsrefresh 86400"]
+    assert "authselectmode prefer" in lines and "nocerttimecheck 1" in lines and "nosystemcert" in lines
+    assert "cmdport 323" in lines
+    assert not any(line.startswith("leapsectz") for line in lines)
+    _chronyd_parse(out / "chrony.conf")
+
+
+def test_ubuntu_override_and_missing_options_file(tmp_path):
+    out = tmp_path / "out"
+    (out / "certs").mkdir(parents=True)
+    variables = {
+        "fake": {
+            "os_family": "Debian",
+            "distribution": "Ubuntu",
+            "distribution_major_version": "24",
+            "distribution_version": "24.04",
+        },
+        "out": str(out),
+        "role_dir": str(ROLE),
+        "chrony_nts_keep_distro_sources": True,
+        "chrony_nts_clock_control": False,
+    }
+    proc = _run(tmp_path, PLAYBOOK, variables)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = _directives((out / "chrony.conf").read_text())
+    assert "pool ntp.ubuntu.com iburst maxsources 4" in lines
+    assert "pool 2.debian.pool.ntp.org iburst" not in lines
+    result = json.loads((out / "result.json").read_text())
+    # No options file on the host: the family default is the base, -x is added.
+    assert result["opts"] == {"found": False, "options": ["-F", "1", "-x"], "line": 'DAEMON_OPTS="-F 1 -x"'}
+
+
+def test_chronyd_rejects_a_bad_extra_line_through_the_role_validation(tmp_path):
+    proc, out = _render(tmp_path, "debian12", {"chrony_nts_extra_config": ["ntsrefresh notanumber"]})
+    assert proc.returncode != 0
+    assert "failed to validate" in proc.stdout
+    assert not (out / "chrony.conf").exists()
+
+
+# --- bad input stops the play before any change --------------------------------------------------------------------
+
+ARGSPEC_PLAYBOOK = """
+- hosts: target
+  gather_facts: false
+  vars_files: [vars.yml]
+  roles:
+    - chrony_nts
+"""
+
+
+def _unreachable_inventory(tmp: Path) -> Path:
+    # If validation ever let bad input through, the next task would need this host: it cannot be reached
+    # (loopback port 9), so the role still changes nothing anywhere.
+    inv = tmp / "inventory.yml"
+    inv.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {
+                        "target": {
+                            "ansible_host": "127.0.0.1",
+                            "ansible_port": 9,
+                            "ansible_connection": "ssh",
+                            "ansible_ssh_common_args": "-o ConnectTimeout=2",
+                        }
+                    }
+                }
+            }
+        )
+    )
+    return inv
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"chrony_nts_authselectmode": "requrie"}, r"chrony_nts_authselectmode.*requrie"),
+        ({"chrony_nts_clock_control": "maybe"}, r"chrony_nts_clock_control"),
+        ({"chrony_nts_site_servers": "nts1.lab.test"}, r"chrony_nts_site_servers"),
+        ({"chrony_nts_verify_timeout": "soon"}, r"chrony_nts_verify_timeout"),
+    ],
+)
+def test_argument_specs_reject_bad_input_before_any_task(tmp_path, variables, expected):
+    (tmp_path / "none.cfg").write_text("[defaults]\n")
+    proc = _run(tmp_path, ARGSPEC_PLAYBOOK, variables, ("-i", str(_unreachable_inventory(tmp_path))))
+    assert proc.returncode != 0
+    assert "Validating arguments against arg spec" in proc.stdout
+    assert re.search(expected, proc.stdout), proc.stdout
+    assert "UNREACHABLE" not in proc.stdout, "validation must fail before the role contacts the host"
+    assert "Gather the facts" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"chrony_nts_policy": {"cuont": 4}}, r"policy: unknown key 'cuont' \(did you mean 'count'\?\)"),
+        (
+            {"chrony_nts_use_catalog": False, "chrony_nts_site_servers": [{"host": "bad host"}]},
+            r"site_servers\[0\].*host 'bad host'",
+        ),
+        ({"chrony_nts_extra_config": ["server a\nserver b"]}, r"chrony_nts_extra_config\[0\] must be a single"),
+        ({"chrony_nts_serve_ntp": True}, r"chrony_nts_serve_ntp is true but chrony_nts_allow is empty"),
+        ({"chrony_nts_minsources": 0}, r"minsources=0 \(>= 1\)"),
+        ({"chrony_nts_verify_min_sources": 9}, r"chrony_nts_verify_min_sources is 9 but only 4 NTS source"),
+    ],
+)
+def test_preflight_names_field_and_value(tmp_path, variables, expected):
+    proc, out = _render(tmp_path, "debian12", variables)
+    assert proc.returncode != 0
+    assert re.search(expected, proc.stdout), proc.stdout
+    assert not (out / "chrony.conf").exists()
+
+
+def test_unsupported_family_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    variables = {
+        "fake": {
+            "os_family": "Suse",
+            "distribution": "openSUSE Leap",
+            "distribution_major_version": "15",
+            "distribution_version": "15.5",
+        },
+        "out": str(out),
+        "role_dir": str(ROLE),
+    }
+    proc = _run(tmp_path, PLAYBOOK, variables)
+    assert proc.returncode != 0
+    assert "this host is os_family 'Suse'" in proc.stdout
