@@ -310,6 +310,7 @@ def save_snapshot(snap_dir, paths, run_id="", check_mode=False):
         manifest = {"format": FORMAT_VERSION, "run_id": run_id, "created": time.time(), "files": entries}
         with open(os.path.join(staging, MANIFEST), "w") as handle:
             json.dump(manifest, handle, indent=1, sort_keys=True)
+            os.fchmod(handle.fileno(), 0o600)
             handle.flush()
             os.fsync(handle.fileno())
         if os.path.lexists(snap_dir):
