@@ -1,0 +1,86 @@
+"""chrony_nts role filters: daemon options that keep the distribution's flags, and the private CA list."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "chrony_nts" / "filter_plugins"))
+
+from chrony_nts_certs import chrony_nts_trusted_certs
+from chrony_nts_options import chrony_nts_daemon_opts
+
+DEBIAN = '# Options to pass to chrony.\nDAEMON_OPTS="-F 1"\n'
+RHEL = '# Command-line options for chronyd\nOPTIONS="-F 2"\n'
+
+
+@pytest.mark.parametrize(
+    ("content", "var", "clock", "line"),
+    [
+        (DEBIAN, "DAEMON_OPTS", True, 'DAEMON_OPTS="-F 1"'),
+        (DEBIAN, "DAEMON_OPTS", False, 'DAEMON_OPTS="-F 1 -x"'),
+        (RHEL, "OPTIONS", False, 'OPTIONS="-F 2 -x"'),
+        ('OPTIONS="-F 2 -x"\n', "OPTIONS", True, 'OPTIONS="-F 2"'),
+        ('OPTIONS="-x -F 2 -x"\n', "OPTIONS", False, 'OPTIONS="-F 2 -x"'),
+        ('OPTIONS=""\n', "OPTIONS", True, 'OPTIONS=""'),  # RHEL 8 ships no flag: none is invented
+        ("DAEMON_OPTS=-F\\ 1\n", "DAEMON_OPTS", True, 'DAEMON_OPTS="-F 1"'),
+        ('#DAEMON_OPTS="-x"\nDAEMON_OPTS="-F 1 -r"  # local\n', "DAEMON_OPTS", False, 'DAEMON_OPTS="-F 1 -r -x"'),
+        ('export DAEMON_OPTS="-F 1"\nDAEMON_OPTS="-F 0"\n', "DAEMON_OPTS", True, 'DAEMON_OPTS="-F 0"'),  # last wins
+    ],
+)
+def test_daemon_options_keep_flags_and_toggle_x(content, var, clock, line):
+    result = chrony_nts_daemon_opts(content, var, clock, "-F 9")
+    assert result["line"] == line
+    assert result["found"] is True
+
+
+def test_missing_file_or_variable_uses_family_default():
+    assert chrony_nts_daemon_opts("", "DAEMON_OPTS", False, "-F 1") == {
+        "found": False,
+        "options": ["-F", "1", "-x"],
+        "line": 'DAEMON_OPTS="-F 1 -x"',
+    }
+    assert chrony_nts_daemon_opts("OTHER=1\n", "OPTIONS", True, "-F 2")["line"] == 'OPTIONS="-F 2"'
+
+
+def test_options_the_role_cannot_rewrite_are_refused():
+    with pytest.raises(AnsibleFilterError, match="cannot rewrite"):
+        chrony_nts_daemon_opts("OPTIONS=\"-f '/etc/my chrony.conf'\"\n", "OPTIONS", True, "")
+    with pytest.raises(AnsibleFilterError, match="cannot be parsed"):
+        chrony_nts_daemon_opts('OPTIONS="-F 2\n', "OPTIONS", True, "")
+    with pytest.raises(AnsibleFilterError, match="clock_control must be a boolean"):
+        chrony_nts_daemon_opts(DEBIAN, "DAEMON_OPTS", "false", "")
+
+
+CA1 = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
+CA2 = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
+
+
+def _src(host, certset=None, ca=None, ca_file=None):
+    return {"host": host, "certset": certset, "ca": ca, "ca_file": ca_file}
+
+
+def test_trusted_certs_bundle_per_set_and_reference_host_files():
+    sources = [
+        _src("a", 1, CA1),
+        _src("b", 1, CA1 + "\n"),  # same CA, other whitespace: one copy
+        _src("c", 1, CA2),  # a second CA forced into set 1: bundled
+        _src("d", 2, ca_file="/etc/ssl/x.pem"),
+        _src("e", 2, ca_file="/etc/ssl/x.pem"),
+        _src("public.example"),
+    ]
+    assert chrony_nts_trusted_certs(sources, "/etc/chrony/nts-certs/") == [
+        {"certset": 1, "path": "/etc/chrony/nts-certs/certset-1.pem", "content": CA1 + "\n" + CA2},
+        {"certset": 2, "path": "/etc/ssl/x.pem", "content": None},
+    ]
+
+
+def test_trusted_certs_empty_and_bad_input():
+    assert chrony_nts_trusted_certs([_src("a")], "/d") == []
+    with pytest.raises(AnsibleFilterError, match="sources must be the list"):
+        chrony_nts_trusted_certs({"host": "a"}, "/d")
+    with pytest.raises(AnsibleFilterError, match=r"sources\[0\] is not a source"):
+        chrony_nts_trusted_certs([{"name": "a"}], "/d")
