@@ -118,7 +118,11 @@ class Lab:
         self.dir = ROOT / ".lab" / name
         self.net = f"{name}-net"
         default = name == "chrony-nts-lab"
-        self.inventory = (ROOT / "inventories" / "lab" / "hosts.yml") if default else (self.dir / "hosts.yml")
+        # Any lab's inventory sits beside the lab group_vars (the default lab's in inventories/lab/, others' in a
+        # directory of their own that links to the same group_vars), so every lab is configured alike.
+        self.inventory = (
+            (ROOT / "inventories" / "lab" / "hosts.yml") if default else (self.dir / "inventory" / "hosts.yml")
+        )
 
     # names and addresses ---------------------------------------------------------------------------------------------
     SERVERS: ClassVar[dict[str, tuple[str, int, str]]] = {
@@ -138,6 +142,12 @@ class Lab:
 
     def address(self, subnet: ipaddress.IPv4Network, octet: int) -> str:
         return str(subnet.network_address + octet)
+
+    def mac(self, subnet: ipaddress.IPv4Network, octet: int) -> str:
+        """A fixed, locally administered MAC per address: a restarted server keeps it, so no stale ARP entry on the
+        host blackholes it."""
+        third = subnet.network_address.packed[2]
+        return f"02:c7:6e:74:{third:02x}:{octet:02x}"
 
     def client_octet(self, index: int) -> int:
         return 10 + index
@@ -271,12 +281,13 @@ class Lab:
             )
         else:
             start = (
-                "install -d -o _chrony -g _chrony -m 0750 /run/chrony && exec chronyd -x -d -4 -f /etc/lab/server.conf"
+                "install -d -o _chrony -g _chrony -m 0750 /run/chrony && rm -f /run/chrony/chronyd.pid && "
+                "exec chronyd -x -d -4 -f /etc/lab/server.conf"
             )
         podman(
             "run", "-d", "--name", name, "--hostname", short,
             "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role=server",
-            "--network", self.net, "--ip", self.address(subnet, octet),
+            "--network", self.net, "--ip", self.address(subnet, octet), "--mac-address", self.mac(subnet, octet),
             "--network-alias", f"{short}.{DOMAIN}", "--network-alias", short,
             "--cap-drop", "SYS_TIME", "--cap-add", "NET_ADMIN",
             "-v", f"{sdir}:/etc/lab:ro",
@@ -296,6 +307,7 @@ class Lab:
             "run", "-d", "--name", name, "--hostname", short,
             "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role=client",
             "--network", self.net, "--ip", self.address(subnet, self.client_octet(index)),
+            "--mac-address", self.mac(subnet, self.client_octet(index)),
             "--network-alias", f"{short}.{DOMAIN}",
             "--systemd", "always", "--cap-drop", "SYS_TIME",
             "-v", f"{self.dir / 'ssh' / 'authorized_keys'}:/root/.ssh/authorized_keys:ro",
@@ -366,6 +378,9 @@ class Lab:
             }
         }
         self.inventory.parent.mkdir(parents=True, exist_ok=True)
+        group_vars = self.inventory.parent / "group_vars"
+        if not group_vars.exists():
+            group_vars.symlink_to(ROOT / "inventories" / "lab" / "group_vars")
         header = f"# Written by lab/labctl.py up for the lab {self.name!r}: do not edit, it is rewritten.\n"
         # JSON is YAML: no dependency on PyYAML here.
         self.inventory.write_text(header + json.dumps(inv, indent=2) + "\n")
@@ -461,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=DEFAULT_NAME)
     parser.add_argument("--clients", type=int, default=int(os.environ.get("LAB_CLIENTS", "4")))
     parser.add_argument("--json", action="store_true")
-    opts = parser.parse_args(argv)
+    opts = parser.parse_intermixed_args(argv)
     try:
         lab = Lab(opts.name, opts.clients)
         if opts.verb == "up":
