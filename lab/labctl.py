@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The chrony-nts lab: real NTS servers and real systemd hosts in podman, made and torn down per lab.
 
-    labctl.py up      [--name NAME] [--clients N]   build what is missing, start what is stopped (idempotent)
+    labctl.py up      [--name NAME] [--clients N] [--tier M]
+                                                    build what is missing, start what is stopped (idempotent)
     labctl.py down    [--name NAME]                 remove every container, the network, keys and SSH masters
     labctl.py status  [--name NAME] [--json]
     labctl.py fault   [--name NAME] ACTION SERVER [PROTO]
@@ -18,6 +19,9 @@ What a lab holds (NAME defaults to $LAB_NAME or "chrony-nts-lab"):
     Servers get CAP_NET_ADMIN (not CAP_SYS_TIME) so faults can be injected with nftables inside them.
   * N client hosts NAME-client1..N: systemd as PID 1, python3, sshd with a key made for this lab, CAP_SYS_TIME dropped,
     chrony not installed (its packages are cached in the image, so installing it is offline and deterministic).
+  * with --tier M: M more systemd hosts NAME-tier1..M in the group `chrony_nts_servers`, for the fleet's own NTS
+    server tier (the chrony_nts_server role makes them servers); each has a key and certificate from the lab CA
+    (tier1.lab.test + its address) under .lab/NAME/tier/, named in the inventory.
   * an Ansible inventory (inventories/lab/hosts.yml for the default lab, else .lab/NAME/hosts.yml) and an ssh_config.
 """
 
@@ -110,11 +114,12 @@ def ensure_images() -> tuple[str, str]:
 
 # ----------------------------------------------------------------------------------------------------------- the state
 class Lab:
-    def __init__(self, name: str, clients: int = 4):
+    def __init__(self, name: str, clients: int = 4, tier: int = 0):
         if not name.replace("-", "").isalnum() or len(name) > 40:
             raise LabError(f"lab name {name!r} must be letters, digits and dashes, at most 40 characters")
         self.name = name
         self.clients = clients
+        self.tier = tier
         self.dir = ROOT / ".lab" / name
         self.net = f"{name}-net"
         default = name == "chrony-nts-lab"
@@ -137,8 +142,11 @@ class Lab:
     def container(self, short: str) -> str:
         return f"{self.name}-{short}"
 
-    def client_names(self) -> list[str]:
-        return [f"client{i}" for i in range(1, self.clients + 1)]
+    def hosts(self) -> list[tuple[str, int, str]]:
+        """Every Ansible-managed host of the lab: (short name, last octet, inventory group)."""
+        clients = [(f"client{i}", 10 + i, "chrony_nts_clients") for i in range(1, self.clients + 1)]
+        tier = [(f"tier{i}", 100 + i, "chrony_nts_servers") for i in range(1, self.tier + 1)]
+        return clients + tier
 
     def address(self, subnet: ipaddress.IPv4Network, octet: int) -> str:
         return str(subnet.network_address + octet)
@@ -148,9 +156,6 @@ class Lab:
         host blackholes it."""
         third = subnet.network_address.packed[2]
         return f"02:c7:6e:74:{third:02x}:{octet:02x}"
-
-    def client_octet(self, index: int) -> int:
-        return 10 + index
 
     # network ---------------------------------------------------------------------------------------------------------
     def subnet(self) -> ipaddress.IPv4Network | None:
@@ -189,8 +194,12 @@ class Lab:
 
         pdir = self.dir / "pki"
         if (pdir / "ca.pem").exists():
+            ca = pki.Authority.load((pdir / "ca.key").read_bytes(), (pdir / "ca.pem").read_bytes())
+            self._issue_tier(ca, subnet)
             return
         ca = pki.Authority.create(f"chrony-nts lab CA ({self.name})")
+        # The lab CA's key stays in the 0700 lab directory so later `up --tier M` calls can issue more certificates.
+        pki.write(pdir / "ca.key", ca.key_pem, 0o600)
         rogue = pki.Authority.create("an authority nobody trusts")
         pki.write(pdir / "ca.pem", ca.cert_pem, 0o644)
         pki.write(pdir / "rogue-ca.pem", rogue.cert_pem, 0o644)
@@ -207,6 +216,17 @@ class Lab:
             pki.write(sdir / "server.crt", cert + ca.cert_pem if flavour != "rogue" else cert, 0o644)
             # the key: root and the chrony group only (gid as inside the image)
             pki.write(sdir / "server.key", key, 0o640, 0, CHRONY_GID_IN_IMAGE)
+        self._issue_tier(ca, subnet)
+
+    def _issue_tier(self, ca, subnet: ipaddress.IPv4Network) -> None:
+        import pki  # on sys.path since ensure_pki
+
+        for short, octet, group in self.hosts():
+            if group != "chrony_nts_servers" or (self.dir / "tier" / f"{short}.crt").exists():
+                continue
+            key, cert = ca.issue([f"{short}.{DOMAIN}"], [self.address(subnet, octet)])
+            pki.write(self.dir / "tier" / f"{short}.key", key, 0o600)
+            pki.write(self.dir / "tier" / f"{short}.crt", cert + ca.cert_pem, 0o644)
 
     # ssh -------------------------------------------------------------------------------------------------------------
     def ensure_ssh(self) -> None:
@@ -294,8 +314,7 @@ class Lab:
             image, "sh", "-c", start,
         )  # fmt: skip
 
-    def ensure_client(self, index: int, image: str, subnet: ipaddress.IPv4Network) -> None:
-        short = f"client{index}"
+    def ensure_host(self, short: str, octet: int, group: str, image: str, subnet: ipaddress.IPv4Network) -> None:
         name = self.container(short)
         st = self.state(name)
         if st == "running":
@@ -305,9 +324,8 @@ class Lab:
             return
         podman(
             "run", "-d", "--name", name, "--hostname", short,
-            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role=client",
-            "--network", self.net, "--ip", self.address(subnet, self.client_octet(index)),
-            "--mac-address", self.mac(subnet, self.client_octet(index)),
+            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role={group}",
+            "--network", self.net, "--ip", self.address(subnet, octet), "--mac-address", self.mac(subnet, octet),
             "--network-alias", f"{short}.{DOMAIN}",
             "--systemd", "always", "--cap-drop", "SYS_TIME",
             "-v", f"{self.dir / 'ssh' / 'authorized_keys'}:/root/.ssh/authorized_keys:ro",
@@ -316,7 +334,7 @@ class Lab:
 
     def wait_clients(self, subnet: ipaddress.IPv4Network, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
-        pending = {self.address(subnet, self.client_octet(i)): i for i in range(1, self.clients + 1)}
+        pending = {self.address(subnet, octet): short for short, octet, _group in self.hosts()}
         key = self.dir / "ssh" / "id_ed25519"
         while pending and time.monotonic() < deadline:
             for ip in list(pending):
@@ -330,7 +348,7 @@ class Lab:
             if pending:
                 time.sleep(0.5)
         if pending:
-            raise LabError(f"lab clients did not accept SSH within {timeout:.0f} s: {sorted(pending)}")
+            raise LabError(f"lab hosts did not accept SSH within {timeout:.0f} s: {sorted(pending)}")
 
     def wait_servers(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -364,19 +382,16 @@ class Lab:
                     "lab_rogue_ca_file": str(self.dir / "pki" / "rogue-ca.pem"),
                     "lab_servers": servers,
                 },
-                "children": {
-                    "chrony_nts_clients": {
-                        "hosts": {
-                            f"client{i}": {
-                                "ansible_host": self.address(subnet, self.client_octet(i)),
-                                "lab_container": self.container(f"client{i}"),
-                            }
-                            for i in range(1, self.clients + 1)
-                        }
-                    }
-                },
+                "children": {"chrony_nts_clients": {"hosts": {}}, "chrony_nts_servers": {"hosts": {}}},
             }
         }
+        for short, octet, group in self.hosts():
+            host = {"ansible_host": self.address(subnet, octet), "lab_container": self.container(short)}
+            if group == "chrony_nts_servers":
+                host["lab_tier_name"] = f"{short}.{DOMAIN}"
+                host["lab_tier_key_file"] = str(self.dir / "tier" / f"{short}.key")
+                host["lab_tier_cert_file"] = str(self.dir / "tier" / f"{short}.crt")
+            inv["all"]["children"][group]["hosts"][short] = host
         self.inventory.parent.mkdir(parents=True, exist_ok=True)
         group_vars = self.inventory.parent / "group_vars"
         if not group_vars.exists():
@@ -385,10 +400,10 @@ class Lab:
         # JSON is YAML: no dependency on PyYAML here.
         self.inventory.write_text(header + json.dumps(inv, indent=2) + "\n")
         lines = []
-        for i in range(1, self.clients + 1):
+        for short, octet, _group in self.hosts():
             lines += [
-                f"Host client{i}",
-                f"  HostName {self.address(subnet, self.client_octet(i))}",
+                f"Host {short}",
+                f"  HostName {self.address(subnet, octet)}",
                 "  User root",
                 f"  IdentityFile {self.dir / 'ssh' / 'id_ed25519'}",
                 *[f"  {o.split('=', 1)[0]} {o.split('=', 1)[1]}" for o in self.ssh_common_args().split() if "=" in o],
@@ -410,12 +425,15 @@ class Lab:
         self.ensure_ssh()
         for short in self.SERVERS:
             self.ensure_server(short, server_image, subnet)
-        for i in range(1, self.clients + 1):
-            self.ensure_client(i, host_image, subnet)
+        for short, octet, group in self.hosts():
+            self.ensure_host(short, octet, group, host_image, subnet)
         self.write_inventory(subnet)
         self.wait_servers()
         self.wait_clients(subnet)
-        print(f"lab {self.name}: up on {subnet} with {len(self.SERVERS)} NTS servers and {self.clients} clients")
+        print(
+            f"lab {self.name}: up on {subnet} with {len(self.SERVERS)} NTS servers, {self.clients} clients"
+            f" and {self.tier} tier hosts"
+        )
         shown = self.inventory.relative_to(ROOT) if self.inventory.is_relative_to(ROOT) else self.inventory
         print(f"lab {self.name}: inventory {shown}")
 
@@ -475,10 +493,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("args", nargs="*")
     parser.add_argument("--name", default=DEFAULT_NAME)
     parser.add_argument("--clients", type=int, default=int(os.environ.get("LAB_CLIENTS", "4")))
+    parser.add_argument("--tier", type=int, default=int(os.environ.get("LAB_TIER", "0")))
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_intermixed_args(argv)
     try:
-        lab = Lab(opts.name, opts.clients)
+        lab = Lab(opts.name, opts.clients, opts.tier)
         if opts.verb == "up":
             lab.up()
         elif opts.verb == "down":

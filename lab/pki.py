@@ -77,6 +77,16 @@ class Authority:
         )
         return cls(common_name, key, cert)
 
+    @classmethod
+    def load(cls, key_pem: bytes, cert_pem: bytes) -> Authority:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        return cls(cert.subject.rfc4514_string(), key, cert)
+
+    @property
+    def key_pem(self) -> bytes:
+        return _pem_key(self.key)
+
     @property
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
