@@ -109,19 +109,25 @@ def ensure_images() -> tuple[str, str]:
         )
         if res.returncode != 0:
             raise LabError("image build failed (see the lines above)")
+    # Stable names for tools that cannot compute the recipe hash (Molecule scenarios).
+    for ref in (host_ref, server_ref):
+        podman("tag", ref, ref.rsplit(":", 1)[0] + ":latest")
     return host_ref, server_ref
 
 
 # ----------------------------------------------------------------------------------------------------------- the state
 class Lab:
-    def __init__(self, name: str, clients: int = 4, tier: int = 0):
+    def __init__(self, name: str, clients: int = 4, tier: int = 0, attach: str | None = None):
         if not name.replace("-", "").isalnum() or len(name) > 40:
             raise LabError(f"lab name {name!r} must be letters, digits and dashes, at most 40 characters")
         self.name = name
         self.clients = clients
         self.tier = tier
         self.dir = ROOT / ".lab" / name
-        self.net = f"{name}-net"
+        # --attach: join a network someone else made (a Molecule scenario's); addresses are then dynamic, so
+        # certificates name the servers by DNS only and `down` removes only this lab's containers.
+        self.attach = attach
+        self.net = attach or f"{name}-net"
         default = name == "chrony-nts-lab"
         # Any lab's inventory sits beside the lab group_vars (the default lab's in inventories/lab/, others' in a
         # directory of their own that links to the same group_vars), so every lab is configured alike.
@@ -151,6 +157,15 @@ class Lab:
     def address(self, subnet: ipaddress.IPv4Network, octet: int) -> str:
         return str(subnet.network_address + octet)
 
+    def fixed_address(self, subnet: ipaddress.IPv4Network | None, octet: int) -> list[str]:
+        if subnet is None:
+            return []
+        return ["--ip", self.address(subnet, octet), "--mac-address", self.mac(subnet, octet)]
+
+    def current_address(self, short: str) -> str:
+        fmt = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"
+        return podman("container", "inspect", "--format", fmt, self.container(short)).stdout.split()[0]
+
     def mac(self, subnet: ipaddress.IPv4Network, octet: int) -> str:
         """A fixed, locally administered MAC per address: a restarted server keeps it, so no stale ARP entry on the
         host blackholes it."""
@@ -177,7 +192,11 @@ class Lab:
                 return candidate
         raise LabError("no free /24 left in 10.89.0.0/16 for a lab network")
 
-    def ensure_network(self) -> ipaddress.IPv4Network:
+    def ensure_network(self) -> ipaddress.IPv4Network | None:
+        if self.attach:
+            if podman("network", "exists", self.net, check=False).returncode != 0:
+                raise LabError(f"network {self.net!r} to attach to does not exist")
+            return None
         subnet = self.subnet()
         if subnet is None:
             subnet = self.free_subnet()
@@ -205,7 +224,7 @@ class Lab:
         pki.write(pdir / "rogue-ca.pem", rogue.cert_pem, 0o644)
         for short, (_kind, octet, flavour) in self.SERVERS.items():
             dns = [f"{short}.{DOMAIN}"]
-            ips = [self.address(subnet, octet)]
+            ips = [self.address(subnet, octet)] if subnet else []
             if flavour == "rogue":
                 key, cert = rogue.issue(dns, ips)
             elif flavour == "expired":
@@ -307,7 +326,7 @@ class Lab:
         podman(
             "run", "-d", "--name", name, "--hostname", short,
             "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role=server",
-            "--network", self.net, "--ip", self.address(subnet, octet), "--mac-address", self.mac(subnet, octet),
+            "--network", self.net, *self.fixed_address(subnet, octet),
             "--network-alias", f"{short}.{DOMAIN}", "--network-alias", short,
             "--cap-drop", "SYS_TIME", "--cap-add", "NET_ADMIN",
             "-v", f"{sdir}:/etc/lab:ro",
@@ -325,7 +344,7 @@ class Lab:
         podman(
             "run", "-d", "--name", name, "--hostname", short,
             "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role={group}",
-            "--network", self.net, "--ip", self.address(subnet, octet), "--mac-address", self.mac(subnet, octet),
+            "--network", self.net, *self.fixed_address(subnet, octet),
             "--network-alias", f"{short}.{DOMAIN}",
             "--systemd", "always", "--cap-drop", "SYS_TIME",
             "-v", f"{self.dir / 'ssh' / 'authorized_keys'}:/root/.ssh/authorized_keys:ro",
@@ -366,7 +385,12 @@ class Lab:
     # inventory -------------------------------------------------------------------------------------------------------
     def write_inventory(self, subnet: ipaddress.IPv4Network) -> None:
         servers = {
-            short: {"name": f"{short}.{DOMAIN}", "address": self.address(subnet, octet), "kind": kind, "cert": cert}
+            short: {
+                "name": f"{short}.{DOMAIN}",
+                "address": self.address(subnet, octet) if subnet else self.current_address(short),
+                "kind": kind,
+                "cert": cert,
+            }
             for short, (kind, octet, cert) in self.SERVERS.items()
         }
         inv = {
@@ -413,6 +437,8 @@ class Lab:
 
     # verbs -----------------------------------------------------------------------------------------------------------
     def up(self) -> None:
+        if self.attach and (self.clients or self.tier):
+            raise LabError("--attach starts NTS servers only: use it with --clients 0 (the network's owner adds hosts)")
         preflight()
         host_image, server_image = ensure_images()
         gid = podman("run", "--rm", server_image, "id", "-g", "_chrony").stdout.strip()
@@ -431,7 +457,8 @@ class Lab:
         self.wait_servers()
         self.wait_clients(subnet)
         print(
-            f"lab {self.name}: up on {subnet} with {len(self.SERVERS)} NTS servers, {self.clients} clients"
+            f"lab {self.name}: up on {self.net} ({subnet or 'dynamic addresses'}) with {len(self.SERVERS)} NTS servers,"
+            f" {self.clients} clients"
             f" and {self.tier} tier hosts"
         )
         shown = self.inventory.relative_to(ROOT) if self.inventory.is_relative_to(ROOT) else self.inventory
@@ -447,7 +474,7 @@ class Lab:
         names = self.containers()
         if names:
             podman("rm", "-f", "-t", "0", *names)
-        if podman("network", "exists", self.net, check=False).returncode == 0:
+        if not self.attach and podman("network", "exists", self.net, check=False).returncode == 0:
             podman("network", "rm", "-f", self.net)
         if self.dir.exists():
             shutil.rmtree(self.dir)
@@ -495,9 +522,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=int(os.environ.get("LAB_CLIENTS", "4")))
     parser.add_argument("--tier", type=int, default=int(os.environ.get("LAB_TIER", "0")))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--attach", metavar="NETWORK", help="join this existing podman network (dynamic addresses)")
     opts = parser.parse_intermixed_args(argv)
     try:
-        lab = Lab(opts.name, opts.clients, opts.tier)
+        lab = Lab(opts.name, opts.clients, opts.tier, opts.attach)
         if opts.verb == "up":
             lab.up()
         elif opts.verb == "down":
