@@ -15,7 +15,7 @@ root=$work/rootfs
 
 echo ">> debootstrap bookworm (minbase) into $root"
 debootstrap --variant=minbase \
-  --include=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,procps,openssh-server,nftables,ca-certificates,libcap2-bin \
+  --include=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,procps,openssh-server,nftables,ca-certificates,libcap2-bin,sudo \
   bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; exit 1; }
 
 cat >"$root/etc/apt/sources.list" <<SRC
