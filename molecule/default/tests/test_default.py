@@ -5,15 +5,15 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-from nts_checks import assert_nts_healthy  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+from tests.lib.nts_checks import assert_nts_healthy
 
 # testinfra's native podman backend: several times faster than going through Ansible.
 testinfra_hosts = ["podman://mol-default-client1"]
 
 
 def test_nts_is_authenticated_and_selected(host):
-    assert_nts_healthy(host, min_sources=2)
+    assert_nts_healthy(host.check_output, min_sources=2)
 
 
 def test_chronyd_runs_with_the_distro_options_plus_no_clock_control(host):

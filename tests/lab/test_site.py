@@ -1,0 +1,126 @@
+"""site.yml on the lab: the first run proves NTS on every host, the second changes nothing, and each fault that the
+best-known roles report as success (untrusted certificate, closed 4460, a name that does not resolve, a server down
+after a restart with cookies still saved) fails the run, names the cause and leaves the host as it was."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.lib.nts_checks import assert_nts_healthy
+
+pytestmark = pytest.mark.lab
+
+MANAGED = ["/etc/chrony/chrony.conf", "/etc/default/chrony", "/etc/systemd/system/chrony.service.d/50-chrony-nts.conf"]
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    hosts = {}
+    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
+        hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
+    return hosts
+
+
+def runner(lab, client):
+    return lambda cmd: lab.sh(client, cmd).stdout
+
+
+def fingerprint(lab, client) -> dict[str, str]:
+    out = lab.sh(client, "sha256sum " + " ".join(MANAGED) + " 2>&1; stat -c '%n %a %U %G' " + " ".join(MANAGED)).stdout
+    return dict(enumerate(sorted(out.splitlines())))
+
+
+@pytest.fixture(scope="module")
+def converged(lab):
+    res = lab.playbook("site.yml")
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
+    return res
+
+
+def test_first_run_proves_nts_on_every_host(lab, converged):
+    stats = recap(converged.stdout)
+    assert set(stats) >= set(lab.clients)
+    assert all(stats[c]["failed"] == 0 and stats[c]["changed"] > 0 for c in lab.clients), stats
+    for client in lab.clients:
+        state = assert_nts_healthy(runner(lab, client), min_sources=2)
+        # the second implementation (NTPsec) authenticates too
+        assert state["authdata"]["ntpsec1.lab.test"][9] == "104"
+        args = lab.sh(client, "tr '\\0' ' ' < /proc/$(pidof -s chronyd)/cmdline").stdout.split()
+        assert args[:1] == ["/usr/sbin/chronyd"] and "-x" in args and args[args.index("-F") + 1] == "1", args
+
+
+def test_second_run_changes_nothing_and_still_verifies(lab, converged):
+    res = lab.playbook("site.yml")
+    assert res.returncode == 0, res.stdout[-4000:]
+    stats = recap(res.stdout)
+    assert all(stats[c]["changed"] == 0 and stats[c]["failed"] == 0 for c in lab.clients), stats
+    assert "Verify" in res.stdout  # verification ran although nothing changed
+
+
+def test_check_mode_with_diff_reports_no_change(lab, converged):
+    res = lab.playbook("site.yml", "--check", "--diff")
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert all(recap(res.stdout)[c]["changed"] == 0 for c in lab.clients)
+
+
+FAULTS = {
+    # fault name: (servers to point client1 at, lab fault to inject, words the failure must contain)
+    "untrusted certificate": (["nts-badca"], None, "key exchange never succeeded"),
+    "closed 4460": (["nts2"], ("block", "nts2", "ke"), "key exchange never succeeded"),
+    "name does not resolve": (["nts-nowhere"], None, "not configured in the running chronyd"),
+}
+
+
+def site_servers(lab, shorts):
+    ca = open(lab.vars["lab_ca_file"]).read()
+    return [{"host": f"{s}.lab.test", "ca": ca, "options": ["minpoll 0", "maxpoll 4"]} for s in shorts]
+
+
+def run_faulty(lab, extra: dict):
+    base = {"chrony_nts_policy": {"count": 1, "min_sources": 1}, "chrony_nts_verify_min_sources": 1,
+            "chrony_nts_verify_timeout": 15, "chrony_nts_probe_gate": False}  # fmt: skip
+    return lab.playbook("site.yml", "--limit", "client1", "-e", json.dumps({**base, **extra}))
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault_fails_names_the_cause_and_rolls_back(lab, converged, fault):
+    shorts, inject, cause = FAULTS[fault]
+    before = fingerprint(lab, "client1")
+    if inject:
+        lab.fault(*inject)
+    try:
+        res = run_faulty(lab, {"chrony_nts_site_servers": site_servers(lab, shorts)})
+    finally:
+        if inject:
+            lab.fault("unblock", inject[1])
+    assert res.returncode != 0, res.stdout[-4000:]
+    assert recap(res.stdout)["client1"]["failed"] == 1
+    assert cause in res.stdout, res.stdout[-6000:]
+    assert fingerprint(lab, "client1") == before
+    assert lab.sh("client1", "systemctl is-active chrony").stdout.strip() == "active"
+    assert_nts_healthy(runner(lab, "client1"), min_sources=2)
+
+
+def test_server_down_after_restart_with_saved_cookies_fails_and_rolls_back(lab, converged):
+    before = fingerprint(lab, "client1")
+    saved = lab.sh("client1", "ls /var/lib/chrony/*.nts | wc -l").stdout.strip()
+    assert int(saved) >= 2, "cookies must be saved for this fault to mean anything"
+    for server in ("nts1", "nts2", "ntpsec1"):
+        lab.fault("stop", server)
+    try:
+        # Same servers, one harmless change: the restart reloads saved cookies (Cook > 0) but nothing answers.
+        res = lab.playbook("site.yml", "--limit", "client1", "-e", '{"chrony_nts_makestep_limit": 4, '
+                           '"chrony_nts_verify_timeout": 15, "chrony_nts_probe_gate": false}')  # fmt: skip
+        assert res.returncode != 0, res.stdout[-4000:]
+        assert "unreachable" in res.stdout, res.stdout[-6000:]
+        assert fingerprint(lab, "client1") == before
+        auth = lab.sh("client1", "chronyc -c -N authdata").stdout
+        assert any(int(line.split(",")[8]) > 0 for line in auth.splitlines()), auth
+    finally:
+        for server in ("nts1", "nts2", "ntpsec1"):
+            lab.fault("start", server)
+    res = lab.playbook("site.yml", "--limit", "client1")
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert recap(res.stdout)["client1"]["changed"] == 0
