@@ -58,6 +58,12 @@ options:
       ca_file:
         description: PEM CA bundle for this server, overriding the top-level O(ca_file).
         type: path
+      ca_pem:
+        description:
+          - The CA certificate(s) for this server as PEM text (as inventories hold a private CA), instead of
+            O(servers[].ca_file). Written to a private temporary file for the probe and removed afterwards.
+          - Mutually exclusive with O(servers[].ca_file).
+        type: str
       server_name:
         description: Name (or IP) the certificate must be valid for and the TLS SNI; defaults to O(servers[].host).
         type: str
@@ -274,11 +280,12 @@ failed_servers:
 """
 
 import os  # noqa: E402
+import tempfile  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.nts_client import MissingDependencyError, parse_hostport, probe_many  # noqa: E402
 
-SERVER_KEYS = ("host", "port", "ntsport", "address", "ca_file", "server_name")
+SERVER_KEYS = ("host", "port", "ntsport", "address", "ca_file", "ca_pem", "server_name")
 
 
 def normalise_servers(servers):
@@ -315,7 +322,9 @@ def normalise_servers(servers):
         if not 1 <= port <= 65535:
             raise ValueError("%s: 'port' %d is outside 1..65535" % (where, port))
         spec = {"host": host.strip(), "port": port}
-        for key in ("address", "ca_file", "server_name"):
+        if entry.get("ca_file") and entry.get("ca_pem"):
+            raise ValueError("%s: give 'ca_file' or 'ca_pem', not both" % where)
+        for key in ("address", "ca_file", "ca_pem", "server_name"):
             value = entry.get(key)
             if value is None:
                 continue
@@ -324,6 +333,22 @@ def normalise_servers(servers):
             spec[key] = value
         specs.append(spec)
     return specs
+
+
+def write_ca_files(specs, directory):
+    """Replace each spec's ``ca_pem`` by a 0600 file holding it (one file per distinct PEM); return the paths."""
+    by_pem = {}
+    for spec in specs:
+        pem = spec.pop("ca_pem", None)
+        if pem is None:
+            continue
+        if pem not in by_pem:
+            fd, path = tempfile.mkstemp(prefix="nts-probe-ca-", suffix=".pem", dir=directory)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(pem)
+            by_pem[pem] = path
+        spec["ca_file"] = by_pem[pem]
+    return list(by_pem.values())
 
 
 def main():
@@ -360,6 +385,7 @@ def main():
     for spec in specs:
         if spec.get("ca_file"):
             spec["ca_file"] = os.path.expanduser(spec["ca_file"])
+    written = write_ca_files(specs, module.tmpdir)
 
     try:
         results = probe_many(
@@ -373,6 +399,9 @@ def main():
         module.fail_json(msg=str(exc))
     except ValueError as exc:
         module.fail_json(msg="invalid server specification: %s" % exc, servers=p["servers"])
+    finally:
+        for path in written:
+            os.unlink(path)
 
     ok_servers = [r["host"] for r in results if r["ok"]]
     failed_servers = [r["host"] for r in results if not r["ok"]]
