@@ -488,12 +488,22 @@ def build_rollout_summary(
             )
         by_host[res["host"]] = res
     out_batches = []
+    lost: Dict[str, Dict[str, Any]] = {}
     for i, b in enumerate(batches):
         if not isinstance(b, dict) or not isinstance(b.get("hosts"), list):
             raise ReportError("batches[%d] must be a mapping with a 'hosts' list, got %r" % (i, b))
         started = _number("batches[%d]" % i, "started", b.get("started"), allow_none=False)
         ended = _number("batches[%d]" % i, "ended", b.get("ended"))
-        failed = [h for h in b["hosts"] if by_host.get(h, {}).get("status") == "failed"]
+        for h in b["hosts"]:
+            # in a batch that ran, but no result: the host was lost (unreachable, or the run was interrupted)
+            if h not in by_host and (ended is not None or h in (b.get("failed") or [])):
+                lost[h] = {
+                    "host": h,
+                    "play": b.get("play"),
+                    "status": "failed",
+                    "reason": "no result recorded: the host became unreachable or the run was interrupted",
+                }
+        failed = [h for h in b["hosts"] if by_host.get(h, lost.get(h, {})).get("status") == "failed"]
         out_batches.append(
             {
                 "play": b.get("play"),
@@ -504,6 +514,7 @@ def build_rollout_summary(
                 "stopped_rollout": bool(b.get("stopped")),
             }
         )
+    by_host.update(lost)
     changed = sorted(h for h, r in by_host.items() if r["status"] == "ok" and r.get("changed"))
     unchanged = sorted(h for h, r in by_host.items() if r["status"] == "ok" and not r.get("changed"))
     failed = sorted(h for h, r in by_host.items() if r["status"] == "failed")
