@@ -55,7 +55,7 @@ class ReportError(ValueError):
 # ---------------------------------------------------------------------------------------------------------- helpers
 def _where(index: int, record: Any) -> str:
     host = record.get("host") if isinstance(record, dict) else None
-    return "records[%d]%s" % (index, " (host %r)" % host if isinstance(host, str) else "")
+    return "records[%d]%s" % (index, " (host %r)" % host if isinstance(host, str) and host else "")
 
 
 def _number(where: str, name: str, value: Any, allow_none: bool = True) -> Optional[float]:
