@@ -13,6 +13,7 @@ What a lab holds (NAME defaults to $LAB_NAME or "chrony-nts-lab"):
   * one internal podman network NAME-net (no route out; a /24 chosen free in 10.89.0.0/16) with DNS names *.lab.test
   * NTS servers, each chronyd -x (never any clock control) or NTPsec, key and certificate from a CA made for this lab:
         nts1, nts2      chrony, trusted certificate                      (the servers clients should use)
+        nts3            chrony, trusted certificate, used by no client   (for faults on a never-seen server)
         nts-badca       chrony, certificate from another CA nobody trusts
         nts-expired     chrony, certificate that expired yesterday
         ntpsec1         NTPsec 1.2 (a second, independent implementation)
@@ -143,6 +144,9 @@ class Lab:
         "nts-badca": ("chrony", 4, "rogue"),
         "nts-expired": ("chrony", 5, "expired"),
         "ntpsec1": ("ntpsec", 6, "good"),
+        # A good server that the lab's clients are not configured with: no cookies of it are saved anywhere, so a
+        # fault on it (e.g. TCP 4460 blocked) shows what a host meets with a server it never talked to.
+        "nts3": ("chrony", 7, "good"),
     }
 
     def container(self, short: str) -> str:
@@ -207,22 +211,28 @@ class Lab:
         return subnet
 
     # pki -------------------------------------------------------------------------------------------------------------
-    def ensure_pki(self, subnet: ipaddress.IPv4Network) -> None:
+    def ensure_pki(self, subnet: ipaddress.IPv4Network | None) -> None:
+        """The lab's CA and a CA nobody trusts, made once per lab; certificates issued for whatever lacks one (so a
+        server or tier host added to an existing lab gets its own). CA keys stay in the 0700 lab directory."""
         sys.path.insert(0, str(LAB))
         import pki  # needs the venv's cryptography: imported only when used
 
         pdir = self.dir / "pki"
-        if (pdir / "ca.pem").exists():
-            ca = pki.Authority.load((pdir / "ca.key").read_bytes(), (pdir / "ca.pem").read_bytes())
-            self._issue_tier(ca, subnet)
-            return
-        ca = pki.Authority.create(f"chrony-nts lab CA ({self.name})")
-        # The lab CA's key stays in the 0700 lab directory so later `up --tier M` calls can issue more certificates.
-        pki.write(pdir / "ca.key", ca.key_pem, 0o600)
-        rogue = pki.Authority.create("an authority nobody trusts")
-        pki.write(pdir / "ca.pem", ca.cert_pem, 0o644)
-        pki.write(pdir / "rogue-ca.pem", rogue.cert_pem, 0o644)
+
+        def authority(stem: str, common_name: str):
+            if (pdir / f"{stem}.pem").exists():
+                return pki.Authority.load((pdir / f"{stem}.key").read_bytes(), (pdir / f"{stem}.pem").read_bytes())
+            made = pki.Authority.create(common_name)
+            pki.write(pdir / f"{stem}.key", made.key_pem, 0o600)
+            pki.write(pdir / f"{stem}.pem", made.cert_pem, 0o644)
+            return made
+
+        ca = authority("ca", f"chrony-nts lab CA ({self.name})")
+        rogue = authority("rogue-ca", "an authority nobody trusts")
         for short, (_kind, octet, flavour) in self.SERVERS.items():
+            sdir = self.dir / "servers" / short
+            if (sdir / "server.crt").exists():
+                continue
             dns = [f"{short}.{DOMAIN}"]
             ips = [self.address(subnet, octet)] if subnet else []
             if flavour == "rogue":
@@ -231,7 +241,6 @@ class Lab:
                 key, cert = ca.issue(dns, ips, *pki.expired_window())
             else:
                 key, cert = ca.issue(dns, ips)
-            sdir = self.dir / "servers" / short
             pki.write(sdir / "server.crt", cert + ca.cert_pem if flavour != "rogue" else cert, 0o644)
             # the key: root and the chrony group only (gid as inside the image)
             pki.write(sdir / "server.key", key, 0o640, 0, CHRONY_GID_IN_IMAGE)

@@ -146,6 +146,8 @@ def _env(tmp: Path) -> dict:
 
 def _run(tmp: Path, playbook: str, variables: dict, extra_args: tuple = ()) -> subprocess.CompletedProcess:
     (tmp / "play.yml").write_text(playbook)
+    # Rendering is offline: the pre-flight probe of the selected servers (a network check, tested on the lab) is off.
+    variables = {"chrony_nts_probe_gate": False, **variables}
     (tmp / "vars.yml").write_text(yaml.safe_dump(variables))
     (tmp / "none.cfg").write_text("[defaults]\n")
     return subprocess.run(

@@ -103,6 +103,9 @@ def test_rollout_stops_at_the_failing_batch(rollout):
         ("clients", ["client2", "client3"], ["client3"], True),
     ]
     assert all(b["wall_time"] > 0 for b in s["batches"])
+    records = {r["host"]: r for r in s["hosts"]}
+    assert records["tier1"]["installed"] is True and records["client1"]["installed"] is False  # pre-installed
+    assert records["client1"]["config_before"] == rollout["before"]["client1"] != records["client1"]["config_after"]
     # why: the untrusted certificate, in chronyd's own words, and the rollback
     reason = s["failed"][0]["reason"]
     assert "nts1.lab.test" in reason and "certificate" in reason.lower() and "Rolled back" in reason

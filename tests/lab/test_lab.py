@@ -25,7 +25,7 @@ def tls_session(address: str, name: str, ca_file: str) -> tuple[str, str | None]
         return tls.version(), tls.selected_alpn_protocol()
 
 
-@pytest.mark.parametrize("server", ["nts1", "nts2", "ntpsec1"])
+@pytest.mark.parametrize("server", ["nts1", "nts2", "nts3", "ntpsec1"])
 def test_servers_answer_nts_ke_over_tls13_with_the_private_ca(lab, server):
     info = lab.vars["lab_servers"][server]
     version, alpn = tls_session(info["address"], info["name"], lab.vars["lab_ca_file"])

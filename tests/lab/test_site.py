@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.lib.nts_checks import assert_nts_healthy
+from tests.lib.nts_checks import assert_nts_healthy, wait_nts_healthy
 
 pytestmark = pytest.mark.lab
 
@@ -68,7 +68,8 @@ def test_check_mode_with_diff_reports_no_change(lab, converged):
 FAULTS = {
     # fault name: (servers to point client1 at, lab fault to inject, words the failure must contain)
     "untrusted certificate": (["nts-badca"], None, "key exchange never succeeded"),
-    "closed 4460": (["nts2"], ("block", "nts2", "ke"), "key exchange never succeeded"),
+    # nts3 is a good server the host never talked to: no saved cookies can stand in for the blocked key exchange.
+    "closed 4460": (["nts3"], ("block", "nts3", "ke"), "key exchange never succeeded"),
     "name does not resolve": (["nts-nowhere"], None, "not configured in the running chronyd"),
 }
 
@@ -100,7 +101,8 @@ def test_fault_fails_names_the_cause_and_rolls_back(lab, converged, fault):
     assert cause in res.stdout, res.stdout[-6000:]
     assert fingerprint(lab, "client1") == before
     assert lab.sh("client1", "systemctl is-active chrony").stdout.strip() == "active"
-    assert_nts_healthy(runner(lab, "client1"), min_sources=2)
+    # the previous configuration works again once chronyd has polled its sources
+    wait_nts_healthy(runner(lab, "client1"), min_sources=2)
 
 
 def test_server_down_after_restart_with_saved_cookies_fails_and_rolls_back(lab, converged):
@@ -124,3 +126,87 @@ def test_server_down_after_restart_with_saved_cookies_fails_and_rolls_back(lab, 
     res = lab.playbook("site.yml", "--limit", "client1")
     assert res.returncode == 0, res.stdout[-4000:]
     assert recap(res.stdout)["client1"]["changed"] == 0
+
+
+def extra_entry(**overrides):
+    entry = {"host": "nts.extra.example", "provider": "extra", "operator": "Extra", "countries": ["SE"],
+             "region": "europe", "stratum": 2}  # fmt: skip
+    return {**entry, **overrides}
+
+
+def lab_site(lab, **overrides):
+    return [{**site_servers(lab, ["nts1"])[0], **overrides}]
+
+
+BAD_INPUTS = {
+    # name: (extra vars, text the error must contain: the field and the value)
+    "unknown provider": (
+        {"chrony_nts_use_catalog": True, "chrony_nts_policy": {"providers_allow": ["netnood"]}},
+        "netnood",
+    ),
+    "empty selection": (
+        {"chrony_nts_use_catalog": True, "chrony_nts_site_servers": [], "chrony_nts_policy": {"countries": ["AQ"]}},
+        "no NTS source selected",
+    ),
+    "fewer sources than the minimum": (
+        {"chrony_nts_use_catalog": True, "chrony_nts_site_servers": [], "chrony_nts_policy": {"countries": ["BE"]}},
+        "min_sources is 3",
+    ),
+    "bad hostname": ({"chrony_nts_site_servers": "BAD_HOST"}, "nts_1..lab"),
+    "port out of range": ({"chrony_nts_site_servers": "BAD_PORT"}, "70000"),
+    "duplicate server": ({"chrony_nts_site_servers": "DUPLICATE"}, "duplicate"),
+    "stratum 0": ({"chrony_nts_use_catalog": True, "chrony_nts_catalog_extra": [extra_entry(stratum=0)]}, "stratum 0"),
+    "stratum 16": (
+        {"chrony_nts_use_catalog": True, "chrony_nts_catalog_extra": [extra_entry(stratum=16)]},
+        "stratum 16",
+    ),
+    "unknown catalog key": (
+        {"chrony_nts_use_catalog": True, "chrony_nts_catalog_extra": [extra_entry(statum=1)]},
+        "statum",
+    ),
+    "CA that is not PEM": ({"chrony_nts_site_servers": "NOT_PEM"}, "ca"),
+    "authselectmode typo": ({"chrony_nts_authselectmode": "requrie"}, "requrie"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_stops_before_touching_the_host(lab, converged, case):
+    extra, expected = BAD_INPUTS[case]
+    special = {
+        "BAD_HOST": lab_site(lab, host="nts_1..lab"),
+        "BAD_PORT": lab_site(lab, port=70000),
+        "DUPLICATE": site_servers(lab, ["nts1", "nts1"]),
+        "NOT_PEM": lab_site(lab, ca="this is not a certificate"),
+    }
+    extra = {k: special.get(v, v) if isinstance(v, str) else v for k, v in extra.items()}
+    before = fingerprint(lab, "client1")
+    started = lab.sh("client1", "systemctl show -p ActiveEnterTimestampMonotonic chrony").stdout
+    res = lab.playbook("site.yml", "--limit", "client1", "-e", json.dumps(extra))
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out[-3000:]
+    assert expected in out, out[-5000:]
+    stats = recap(res.stdout).get("client1", {"changed": 0})
+    assert stats["changed"] == 0, out[-3000:]
+    assert fingerprint(lab, "client1") == before
+    assert lab.sh("client1", "systemctl show -p ActiveEnterTimestampMonotonic chrony").stdout == started
+
+
+def test_probe_gate_drops_a_failing_server_before_any_change(lab, converged):
+    """With the gate on, a server whose certificate the controller's probe rejects never reaches the host."""
+    before = fingerprint(lab, "client1")
+    extra = {"chrony_nts_site_servers": site_servers(lab, ["nts1", "nts-badca"]),
+             "chrony_nts_policy": {"count": 2, "min_sources": 1}, "chrony_nts_verify_min_sources": 2}  # fmt: skip
+    res = lab.playbook("site.yml", "--limit", "client1", "-e", json.dumps(extra))
+    assert res.returncode != 0
+    assert "nts-badca.lab.test:4460 failed at certificate" in res.stdout, res.stdout[-5000:]
+    assert "nothing on this host was changed" in res.stdout
+    assert fingerprint(lab, "client1") == before
+    # The same with a quorum of one: the bad server is dropped and the host converges on the good one.
+    extra["chrony_nts_verify_min_sources"] = 1
+    res = lab.playbook("site.yml", "--limit", "client1", "-e", json.dumps(extra))
+    assert res.returncode == 0, res.stdout[-5000:]
+    assert "Dropped 1 NTS server(s)" in res.stdout
+    conf = lab.sh("client1", "cat /etc/chrony/chrony.conf").stdout
+    assert "nts1.lab.test" in conf and "nts-badca" not in conf
+    # back to the lab's configuration
+    assert lab.playbook("site.yml", "--limit", "client1").returncode == 0

@@ -44,3 +44,17 @@ def assert_nts_healthy(run: Run, min_sources: int = 1) -> dict:
     assert selected and selected[0] in healthy, state
     assert state["tracking"][13] != "Not synchronised", state["tracking"]
     return state
+
+
+def wait_nts_healthy(run: Run, min_sources: int = 1, timeout: float = 30.0) -> dict:
+    """assert_nts_healthy, retried for up to `timeout` seconds (a restarted chronyd needs a few polls)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return assert_nts_healthy(run, min_sources)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
