@@ -63,5 +63,5 @@ def test_no_firewall_found_opens_nothing(tmp_path):
     runs, ruleset = res.stdout.split("RULESET")
     assert "RC=0" in runs and "changed=0" in runs, res.stdout[-3000:]
     said = " ".join(runs.split())  # the YAML callback folds long messages
-    assert "no running firewalld, active ufw or nftables chain 'inet filter input' was found: nothing opened" in said
+    assert "no running firewalld, active ufw or nftables chain" in said and "was found: nothing opened." in said
     assert "chrony-nts" not in ruleset
