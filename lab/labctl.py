@@ -378,9 +378,11 @@ class Lab:
         if pending:
             raise LabError(f"lab hosts did not accept SSH within {timeout:.0f} s: {sorted(pending)}")
 
-    def wait_servers(self, timeout: float = 30) -> None:
+    def wait_servers(self, only: list[str] | None = None, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         for short, (kind, _octet, _) in self.SERVERS.items():
+            if only is not None and short not in only:
+                continue
             probe = "ss -Hltn 'sport = :4460' | grep -q LISTEN"
             while True:
                 res = podman("exec", self.container(short), "sh", "-c", probe, check=False)
@@ -510,7 +512,7 @@ class Lab:
             podman("stop", "-t", "2", name)
         elif action == "start":
             podman("start", name)
-            self.wait_servers()
+            self.wait_servers(only=[server])
         elif action == "block":
             rules = {"ke": ["tcp dport 4460"], "ntp": ["udp dport 123"], "all": ["tcp dport 4460", "udp dport 123"]}
             script = "nft add table inet labfault; "
