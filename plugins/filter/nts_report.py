@@ -12,39 +12,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
 from ansible.errors import AnsibleFilterError
 
+# The filter runs on the controller, where ``ansible.module_utils.<name>`` does not resolve from the configured
+# module_utils path (checked with ansible-core 2.19): the sibling plugins/module_utils directory is put on sys.path
+# instead, so this filter and the modules share one copy of the code.
+_MODULE_UTILS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "module_utils"))
+if _MODULE_UTILS not in sys.path:
+    sys.path.insert(0, _MODULE_UTILS)
 
-def _load_module_utils():
-    """Import nts_report as ``ansible.module_utils.nts_report`` if that resolves, else from ../module_utils by path
-    (on the controller ``ansible.module_utils.<name>`` does not resolve from the configured module_utils path)."""
-    try:
-        from ansible.module_utils import nts_report as mod  # type: ignore[attr-defined]
-
-        return mod
-    except ImportError:
-        pass
-    path = os.path.normpath(
-        os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "module_utils", "nts_report.py")
-    )
-    name = "_chrony_nts_module_utils_nts_report"
-    cached = sys.modules.get(name)
-    if cached is not None and getattr(cached, "__file__", None) == path:
-        return cached
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError("cannot load nts_report module_utils from %s" % path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_nr = _load_module_utils()
+import nts_report as _nr  # noqa: E402
 
 
 def _plain(value):

@@ -214,3 +214,23 @@ def test_probe_gate_drops_a_failing_server_before_any_change(lab, converged):
     assert "nts1.lab.test" in conf and "nts-badca" not in conf
     # back to the lab's configuration
     assert lab.playbook("site.yml", "--limit", "client1").returncode == 0
+
+
+def test_a_conflicting_time_daemon_is_stopped_and_disabled(lab, converged):
+    """A stand-in ntp.service (Debian's chrony unit conflicts with it, so starting it stops chrony)."""
+    unit = "[Unit]\\nDescription=stand-in for ntpd\\n[Service]\\nExecStart=/bin/sleep infinity\\n"
+    unit += "[Install]\\nWantedBy=multi-user.target\\n"
+    lab.sh("client2", f"printf '{unit}' > /etc/systemd/system/ntp.service && systemctl daemon-reload "
+                      "&& systemctl enable --now ntp.service")  # fmt: skip
+    try:
+        assert lab.sh("client2", "systemctl is-active chrony", check=False).stdout.strip() != "active"
+        res = lab.playbook("site.yml", "--limit", "client2")
+        assert res.returncode == 0, res.stdout[-4000:]
+        assert "changed: [client2] => (item=ntp.service)" in res.stdout
+        state = lab.sh("client2", "systemctl is-active ntp; systemctl is-enabled ntp; systemctl is-active chrony",
+                       check=False).stdout.split()  # fmt: skip
+        assert state == ["inactive", "disabled", "active"], state
+        wait_nts_healthy(runner(lab, "client2"), min_sources=2)
+    finally:
+        lab.sh("client2", "systemctl disable --now ntp.service; rm -f /etc/systemd/system/ntp.service; "
+                          "systemctl daemon-reload", check=False)  # fmt: skip

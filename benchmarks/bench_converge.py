@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Converge wall time of site.yml on fresh lab hosts, next to the floor of one `ansible -m ping` round trip.
+
+Makes its own lab (4 Debian 12 clients by default, SSH with pipelining and ControlPersist, forks from ansible.cfg),
+then prints, each with its ratio to the ping floor:
+  * ping round trip (the floor: connection + one module), median of 3 after a warm-up;
+  * first converge: install chrony, render, validate, restart, probe gate, verify NTS with chrony_authdata;
+  * second converge: nothing changes, everything is checked again (verification included);
+  * the verification step alone, as the role reports it (`NTS verified in X s`).
+Figures only: nothing here asserts a time. Reference targets (issue): second run under 5 s, first under 10 s.
+
+    .venv/bin/python benchmarks/bench_converge.py [--clients 4] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = REPO / ".venv" / "bin"
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(
+        CONTAINERS_CONF=str(REPO / "lab" / "containers.conf"),
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        PATH=f"{BIN}:{e.get('PATH', '')}",
+    )
+    return e
+
+
+def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    res = subprocess.run(cmd, cwd=REPO, env=env(), text=True, capture_output=True, check=False)
+    return time.perf_counter() - start, res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--keep", action="store_true", help="leave the lab up")
+    opts = ap.parse_args()
+    name = f"bench-conv-{os.getpid() % 10000}"
+    labctl = [str(BIN / "python"), str(REPO / "lab" / "labctl.py")]
+    inventory = str(REPO / ".lab" / name / "inventory" / "hosts.yml")
+    up = subprocess.run([*labctl, "up", "--name", name, "--clients", str(opts.clients)], env=env(), check=False)
+    if up.returncode != 0:
+        return 1
+    try:
+        ping = [str(BIN / "ansible"), "-i", inventory, "chrony_nts_clients", "-m", "ansible.builtin.ping"]
+        timed(ping)  # warm-up: opens the SSH control masters, as a real run's first task would
+        floor = statistics.median(timed(ping)[0] for _ in range(3))
+        play = [str(BIN / "ansible-playbook"), "-i", inventory, "site.yml"]
+        first, res1 = timed(play)
+        second, res2 = timed(play)
+        for label, res in (("first", res1), ("second", res2)):
+            if res.returncode != 0:
+                print(f"{label} converge failed:\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}", file=sys.stderr)
+                return 1
+        verified = [float(x) for x in re.findall(r"NTS verified in ([0-9.]+) s", res1.stdout)]
+        changed2 = sum(int(x) for x in re.findall(r"changed=(\d+)", res2.stdout))
+        print(f"\nconverge on {opts.clients} lab hosts ({name}), SSH + pipelining + ControlPersist")
+        print(f"{'what':<44} {'seconds':>8} {'x ping floor':>13}")
+        print(f"{'ping round trip (floor, median of 3)':<44} {floor:8.2f} {1.0:13.1f}")
+        print(f"{'first converge (install .. verify)':<44} {first:8.2f} {first / floor:13.1f}")
+        print(f"{'second converge (0 changed: ' + str(changed2 == 0) + ')':<44} {second:8.2f} {second / floor:13.1f}")
+        if verified:
+            print(f"{'verification after restart (module elapsed)':<44} {max(verified):8.2f}   (slowest host)")
+        return 0
+    finally:
+        if not opts.keep:
+            subprocess.run([*labctl, "down", "--name", name], env=env(), check=False, capture_output=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
