@@ -40,7 +40,7 @@ unit: setup
 test: lint            ## everything: lint, unit, loopback and lab integration, Molecule scenarios; ends with pytest's summary
 	pytest tests $(PYTEST_ARGS)
 
-bench: lab-up         ## benchmarks: printed figures side by side with their baselines
+bench: setup          ## benchmarks (each makes its own lab or loopback servers): printed figures beside baselines
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean: lab-down
