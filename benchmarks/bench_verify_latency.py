@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,25 +33,11 @@ sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
 
 import chrony_status as cs  # noqa: E402
 
+from tests.lib.ansible_local import CWD, LOCAL, module_env  # noqa: E402
 from tests.lib.chronyd import CHRONYC, NtsClient, NtsServer, unique_loopback_address  # noqa: E402
 from tests.lib.pki import CertificateAuthority, make_shared_dir  # noqa: E402
 
-ENV = dict(
-    os.environ,
-    ANSIBLE_LIBRARY=str(REPO / "plugins" / "modules"),
-    ANSIBLE_MODULE_UTILS=str(REPO / "plugins" / "module_utils"),
-    ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-    ANSIBLE_STDOUT_CALLBACK="json",
-    ANSIBLE_DEPRECATION_WARNINGS="0",
-    ANSIBLE_LOCALHOST_WARNING="0",
-    ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-)
-# run outside the repo: its ansible.cfg enables profile_tasks (breaks the JSON output) and a lab inventory;
-# the module and module_utils paths come from ANSIBLE_LIBRARY / ANSIBLE_MODULE_UTILS instead
-ENV.pop("ANSIBLE_CONFIG", None)
-CWD = "/"
-# explicit local target: independent of the inventory named in the repo's ansible.cfg
-LOCAL = ["-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
+ENV = module_env()
 
 
 def poller(socket_path: str, t0: float, stop: threading.Event, out: dict, period: float = 0.05) -> None:

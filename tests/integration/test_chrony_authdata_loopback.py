@@ -4,14 +4,13 @@ NTS servers and clients."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.lib.ansible_local import CWD, LOCAL, module_env
 from tests.lib.chronyd import NtsClient, NtsServer, ServerSpec, unique_loopback_address
 from tests.lib.pki import CertificateAuthority
 
@@ -19,22 +18,7 @@ pytestmark = pytest.mark.loopback
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE = REPO / ".venv" / "bin" / "ansible"
-ENV = dict(
-    os.environ,
-    ANSIBLE_LIBRARY=str(REPO / "plugins" / "modules"),
-    ANSIBLE_MODULE_UTILS=str(REPO / "plugins" / "module_utils"),
-    ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-    ANSIBLE_STDOUT_CALLBACK="json",
-    ANSIBLE_DEPRECATION_WARNINGS="0",
-    ANSIBLE_LOCALHOST_WARNING="0",
-    ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-)
-# run outside the repo: its ansible.cfg enables profile_tasks (breaks the JSON output) and a lab inventory;
-# the module and module_utils paths come from ANSIBLE_LIBRARY / ANSIBLE_MODULE_UTILS instead
-ENV.pop("ANSIBLE_CONFIG", None)
-CWD = "/"
-# explicit local target: independent of the inventory named in the repo's ansible.cfg
-LOCAL = ["-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}"]
+ENV = module_env()
 
 
 def run_module(args: str, check: bool = False, wall_limit: float = 120) -> tuple[dict, float]:

@@ -22,6 +22,7 @@ import nts_client
 import pytest
 from OpenSSL import SSL
 
+from tests.lib.ansible_local import ANSIBLE, CWD, LOCAL, module_env
 from tests.lib.chronyd import NtsServer, chrony_uid, free_port, unique_loopback_address
 from tests.lib.pki import CertificateAuthority, chrony_gid, make_shared_dir
 
@@ -438,35 +439,11 @@ def test_probe_many_bounds_time_with_blackholes(good, lab, endpoints):
 
 
 def run_module(args, check=False):
-    env = dict(
-        os.environ,
-        ANSIBLE_LIBRARY=str(REPO / "plugins" / "modules"),
-        ANSIBLE_MODULE_UTILS=str(REPO / "plugins" / "module_utils"),
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-    )
-    cmd = [
-        str(VENV_BIN / "ansible"),
-        "localhost",
-        "-c",
-        "local",
-        "-i",
-        "localhost,",
-        "-e",
-        "ansible_python_interpreter=%s" % (VENV_BIN / "python"),
-        "-m",
-        "nts_probe",
-        "-a",
-        json.dumps(args),
-    ]
+    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "nts_probe", "-a", json.dumps(args)]
     if check:
         cmd.append("--check")
-    # run outside the repo so its ansible.cfg (profile_tasks prints after the JSON) does not apply: the module is
-    # found through ANSIBLE_LIBRARY / ANSIBLE_MODULE_UTILS only
-    env.pop("ANSIBLE_CONFIG", None)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd="/", check=False)
+    env = module_env()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=CWD, check=False)
     try:
         data = json.loads(out.stdout)
     except ValueError:
