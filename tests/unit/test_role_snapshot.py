@@ -1,4 +1,4 @@
-"""chrony_nts_snapshot: save, restore and discard on real files in a temp dir (module functions called directly)."""
+"""file_snapshot (chrony_nts_snapshot, chrony_nts_apply): save, restore and discard on real files in a temp dir."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "modules"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
 
-import chrony_nts_snapshot as snap
+import file_snapshot as snap
 
 
 def _state(path: Path):
