@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -767,3 +768,118 @@ def tracking_to_dict(tracking: Tracking) -> dict:
     d = asdict(tracking)
     d["synchronised"] = tracking.synchronised
     return d
+
+
+NOT_RUNNING_HINT = (
+    "chronyd is not running, or its Unix command socket is not accessible: authdata and ntpdata need root or the "
+    "chrony user, run the task with become: true"
+)
+NOT_AUTHORISED_HINT = (
+    "chronyc reached chronyd over UDP, where authdata and ntpdata are refused: run the task with become: true so "
+    "chronyc can use the Unix command socket (or set socket= to chronyd's bindcmdaddress path)"
+)
+
+
+def status_command(chronyc: str, socket: Optional[str] = None) -> List[str]:
+    """The one chronyc call that reads every report the health predicate needs."""
+    return [chronyc, *(["-h", socket] if socket else []), "-c", "-N", "-m", *STATUS_COMMANDS]
+
+
+def wait_for_nts(
+    run,
+    cmd: Sequence[str],
+    target: str = "the default command socket",
+    min_sources: int = 1,
+    required: Sequence[str] = (),
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    require_selected: bool = False,
+    require_synchronised: bool = False,
+    clock=None,
+    sleep=None,
+) -> dict:
+    """Poll chronyd (``run(argv) -> (rc, stdout, stderr)``) until the health predicate holds or ``timeout`` passes.
+
+    Returns a dict: ``verified`` (bool), ``elapsed``, ``polls``, ``sources`` (per-source dicts), ``healthy_sources``,
+    ``unhealthy_sources`` (name and cause), ``reasons``, ``tracking`` (when chronyd answered) and, when not verified,
+    ``msg`` (why, naming each unhealthy source) and ``fatal`` (True when chronyd could not be judged at all: no answer,
+    501, unparsable output).
+    """
+    clock = clock or time.monotonic
+    sleep = sleep or time.sleep
+    start = clock()
+    deadline = start + timeout
+    result: dict = {
+        "verified": False,
+        "elapsed": 0.0,
+        "polls": 0,
+        "sources": [],
+        "healthy_sources": [],
+        "unhealthy_sources": [],
+        "reasons": [],
+    }
+    verdict = None
+    last_error = None
+    while True:
+        result["polls"] += 1
+        try:
+            rc, out, err = run(list(cmd))
+            check_error_lines(out)
+            if rc != 0:
+                detail = (err or out).strip() or "no output"
+                raise ChronycError(None, f"chronyc exited with rc {rc}: {detail}", out + err)
+            report = parse_status_output(out)
+            verdict = evaluate(
+                report,
+                min_sources=min_sources,
+                required=required,
+                require_selected=require_selected,
+                require_synchronised=require_synchronised,
+            )
+            last_error = None
+            result["tracking"] = tracking_to_dict(report.tracking)
+        except ChronycError as exc:
+            if exc.code == 501:
+                result.update(
+                    elapsed=round(clock() - start, 3),
+                    fatal=True,
+                    msg=f"chronyc via {target}: 501 Not authorised: {NOT_AUTHORISED_HINT}",
+                )
+                return result
+            # 506 and friends: chronyd may still be starting after a restart; retry until the deadline.
+            last_error = f"chronyc could not talk to chronyd via {target} ({exc}): {NOT_RUNNING_HINT}"
+        except SourceTableChanged as exc:
+            # a source was added/removed between the reports of one call (e.g. a pool refilling): poll again
+            last_error = f"inconsistent chronyc output: {exc}"
+        except ChronyParseError as exc:
+            result.update(
+                elapsed=round(clock() - start, 3), fatal=True, msg=f"cannot parse chronyc output via {target}: {exc}"
+            )
+            return result
+        now = clock()
+        if verdict is not None and last_error is None and verdict.ok:
+            break
+        if now >= deadline:
+            break
+        sleep(min(interval, max(0.0, deadline - now)))
+
+    result["elapsed"] = round(clock() - start, 3)
+    if verdict is not None:
+        result["sources"] = [h.to_dict() for h in verdict.sources]
+        result["healthy_sources"] = verdict.healthy_names
+        result["unhealthy_sources"] = [{"name": h.name, "cause": h.cause} for h in verdict.unhealthy]
+        result["reasons"] = list(verdict.reasons)
+    if last_error is not None:
+        result["reasons"] = [last_error]
+        result["fatal"] = True
+        result["msg"] = f"NTS verification failed after {result['elapsed']} s: {last_error}"
+        return result
+    if verdict.ok:
+        result["verified"] = True
+        return result
+    details = "; ".join(f"{h.name}: {h.cause}" for h in verdict.unhealthy) or "no NTP sources configured"
+    result["msg"] = (
+        f"NTS verification failed after {result['elapsed']} s ({result['polls']} polls): "
+        f"{'; '.join(verdict.reasons)}. Unhealthy sources: {details}"
+    )
+    return result

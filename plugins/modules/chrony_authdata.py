@@ -251,28 +251,12 @@ chrony_version:
   sample: {program: chronyd, version: "4.3", version_tuple: [4, 3], nts: true, features: {NTS: true, CMDMON: true}}
 """
 
-import time  # noqa: E402 - Ansible modules import after their documentation strings
-
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.chrony_status import (  # noqa: E402
-    STATUS_COMMANDS,
-    ChronycError,
     ChronyParseError,
-    SourceTableChanged,
-    check_error_lines,
-    evaluate,
-    parse_status_output,
     parse_version,
-    tracking_to_dict,
-)
-
-NOT_RUNNING_HINT = (
-    "chronyd is not running, or its Unix command socket is not accessible: authdata and ntpdata need root or the "
-    "chrony user, run the task with become: true"
-)
-NOT_AUTHORISED_HINT = (
-    "chronyc reached chronyd over UDP, where authdata and ntpdata are refused: run the task with become: true so "
-    "chronyc can use the Unix command socket (or set socket= to chronyd's bindcmdaddress path)"
+    status_command,
+    wait_for_nts,
 )
 
 
@@ -289,16 +273,6 @@ def read_version(module, chronyc):
             except ChronyParseError:
                 continue
     return None
-
-
-def poll_once(module, cmd):
-    """Run chronyc once; return a StatusReport or raise ChronycError / ChronyParseError."""
-    rc, out, err = module.run_command(cmd)
-    check_error_lines(out)
-    if rc != 0:
-        detail = (err or out).strip() or "no output"
-        raise ChronycError(None, f"chronyc exited with rc {rc}: {detail}", out + err)
-    return parse_status_output(out)
 
 
 def main():
@@ -327,7 +301,6 @@ def main():
     if len(required) != len(p["sources"]):
         module.fail_json(msg="sources must not contain empty names", sources=p["sources"])
 
-    start = time.monotonic()
     if "/" in p["chronyc_path"]:
         chronyc = p["chronyc_path"]
     else:
@@ -354,65 +327,24 @@ def main():
                 **result,
             )
 
-    cmd = [chronyc]
-    if p["socket"]:
-        cmd += ["-h", p["socket"]]
-    cmd += ["-c", "-N", "-m", *STATUS_COMMANDS]
     target = f"socket {p['socket']}" if p["socket"] else "the default command socket"
-
-    deadline = start + p["timeout"]
-    verdict = None
-    last_error = None
-    while True:
-        result["polls"] += 1
-        try:
-            report = poll_once(module, cmd)
-            verdict = evaluate(
-                report,
-                min_sources=p["min_sources"],
-                required=required,
-                require_selected=p["require_selected"],
-                require_synchronised=p["require_synchronised"],
-            )
-            last_error = None
-            result["tracking"] = tracking_to_dict(report.tracking)
-        except ChronycError as exc:
-            if exc.code == 501:
-                result["elapsed"] = round(time.monotonic() - start, 3)
-                module.fail_json(msg=f"chronyc via {target}: 501 Not authorised: {NOT_AUTHORISED_HINT}", **result)
-            # 506 and friends: chronyd may still be starting after a restart; retry until the deadline.
-            last_error = f"chronyc could not talk to chronyd via {target} ({exc}): {NOT_RUNNING_HINT}"
-        except SourceTableChanged as exc:
-            # a source was added/removed between the reports of one call (e.g. a pool refilling): poll again
-            last_error = f"inconsistent chronyc output: {exc}"
-        except ChronyParseError as exc:
-            result["elapsed"] = round(time.monotonic() - start, 3)
-            module.fail_json(msg=f"cannot parse chronyc output via {target}: {exc}", command=cmd, **result)
-        now = time.monotonic()
-        if verdict is not None and last_error is None and verdict.ok:
-            break
-        if now >= deadline:
-            break
-        time.sleep(min(p["interval"], max(0.0, deadline - now)))
-
-    result["elapsed"] = round(time.monotonic() - start, 3)
-    if verdict is not None:
-        result["sources"] = [h.to_dict() for h in verdict.sources]
-        result["healthy_sources"] = verdict.healthy_names
-        result["unhealthy_sources"] = [{"name": h.name, "cause": h.cause} for h in verdict.unhealthy]
-        result["reasons"] = list(verdict.reasons)
-    if last_error is not None:
-        result["reasons"] = [last_error]
-        module.fail_json(msg=f"NTS verification failed after {result['elapsed']} s: {last_error}", **result)
-    if verdict.ok:
-        result["verified"] = True
-        module.exit_json(**result)
-    details = "; ".join(f"{h.name}: {h.cause}" for h in verdict.unhealthy) or "no NTP sources configured"
-    msg = (
-        f"NTS verification failed after {result['elapsed']} s ({result['polls']} polls): "
-        f"{'; '.join(verdict.reasons)}. Unhealthy sources: {details}"
+    polled = wait_for_nts(
+        module.run_command,
+        status_command(chronyc, p["socket"]),
+        target=target,
+        min_sources=p["min_sources"],
+        required=required,
+        timeout=p["timeout"],
+        interval=p["interval"],
+        require_selected=p["require_selected"],
+        require_synchronised=p["require_synchronised"],
     )
-    if p["fail_on_unhealthy"]:
+    msg = polled.pop("msg", None)
+    fatal = polled.pop("fatal", False)
+    result.update(polled)
+    if result["verified"]:
+        module.exit_json(**result)
+    if fatal or p["fail_on_unhealthy"]:
         module.fail_json(msg=msg, **result)
     result["msg"] = msg
     module.exit_json(**result)
