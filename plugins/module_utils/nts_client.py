@@ -37,6 +37,7 @@ import os
 import select
 import socket
 import struct
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -1157,3 +1158,141 @@ def probe_many(specs, concurrency=16, timeout=5.0, **common):
         return []
     with ThreadPoolExecutor(max_workers=min(concurrency, len(calls)), thread_name_prefix="nts-probe") as pool:
         return list(pool.map(lambda kw: probe(**kw), calls))
+
+
+# --- The nts_probe task: the module (on any host) and its action plugin (in-process on the controller) share this. ---
+
+PROBE_ARGUMENT_SPEC = dict(
+    servers=dict(type="list", elements="raw", required=True),
+    ca_file=dict(type="path"),
+    no_cert_time_check=dict(type="bool", default=False),
+    timeout=dict(type="float", default=5.0),
+    concurrency=dict(type="int", default=16),
+    fail_on_error=dict(type="bool", default=True),
+    min_ok=dict(type="int", default=1),
+)
+
+SERVER_KEYS = ("host", "port", "ntsport", "address", "ca_file", "ca_pem", "server_name")
+
+
+def normalise_servers(servers):
+    """Turn the ``servers`` option into probe_many specs; raise ValueError naming the bad entry and field."""
+    specs = []
+    for i, entry in enumerate(servers):
+        where = "servers[%d]" % i
+        if isinstance(entry, str):
+            try:
+                host, port = parse_hostport(entry)
+            except ValueError as exc:
+                raise ValueError("%s: %s" % (where, exc)) from None
+            specs.append({"host": host, "port": port})
+            continue
+        if not isinstance(entry, dict):
+            raise ValueError("%s: must be a string or a dictionary, got %s %r" % (where, type(entry).__name__, entry))
+        unknown = sorted(set(entry) - set(SERVER_KEYS))
+        if unknown:
+            raise ValueError(
+                "%s: unknown key(s) %s (allowed: %s)" % (where, ", ".join(unknown), ", ".join(SERVER_KEYS))
+            )
+        host = entry.get("host")
+        if not isinstance(host, str) or not host.strip():
+            raise ValueError("%s: 'host' must be a non-empty string, got %r" % (where, host))
+        if "port" in entry and "ntsport" in entry and entry["port"] != entry["ntsport"]:
+            raise ValueError(
+                "%s: 'port' (%r) and its alias 'ntsport' (%r) disagree" % (where, entry["port"], entry["ntsport"])
+            )
+        port = entry.get("port", entry.get("ntsport", 4460))
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            raise ValueError("%s: 'port' must be an integer, got %r" % (where, port)) from None
+        if not 1 <= port <= 65535:
+            raise ValueError("%s: 'port' %d is outside 1..65535" % (where, port))
+        spec = {"host": host.strip(), "port": port}
+        if entry.get("ca_file") and entry.get("ca_pem"):
+            raise ValueError("%s: give 'ca_file' or 'ca_pem', not both" % where)
+        for key in ("address", "ca_file", "ca_pem", "server_name"):
+            value = entry.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value:
+                raise ValueError("%s: '%s' must be a non-empty string, got %r" % (where, key, value))
+            spec[key] = value
+        specs.append(spec)
+    return specs
+
+
+def write_ca_files(specs, directory):
+    """Replace each spec's ``ca_pem`` by a 0600 file holding it (one file per distinct PEM); return the paths."""
+    by_pem = {}
+    for spec in specs:
+        pem = spec.pop("ca_pem", None)
+        if pem is None:
+            continue
+        if pem not in by_pem:
+            fd, path = tempfile.mkstemp(prefix="nts-probe-ca-", suffix=".pem", dir=directory)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(pem)
+            by_pem[pem] = path
+        spec["ca_file"] = by_pem[pem]
+    return list(by_pem.values())
+
+
+def run_probe_task(p, tmpdir):
+    """Run the nts_probe task on checked parameters ``p``; returns (result, failure message or None, warnings)."""
+    out = dict(changed=False, results=[], ok_servers=[], failed_servers=[])
+    if not p["servers"]:
+        return out, "servers: at least one server is required", []
+    if p["timeout"] <= 0:
+        return out, "timeout: must be a positive number of seconds, got %r" % p["timeout"], []
+    if p["concurrency"] < 1:
+        return out, "concurrency: must be at least 1, got %r" % p["concurrency"], []
+    if p["min_ok"] < 0:
+        return out, "min_ok: must be 0 or more, got %r" % p["min_ok"], []
+    if p["min_ok"] > len(p["servers"]):
+        return out, "min_ok: %d is more than the %d server(s) given" % (p["min_ok"], len(p["servers"])), []
+    try:
+        specs = normalise_servers(p["servers"])
+    except ValueError as exc:
+        return out, str(exc), []
+    for spec in specs:
+        if spec.get("ca_file"):
+            spec["ca_file"] = os.path.expanduser(spec["ca_file"])
+    written = write_ca_files(specs, tmpdir)
+    try:
+        results = probe_many(
+            specs,
+            concurrency=p["concurrency"],
+            timeout=p["timeout"],
+            ca_file=p["ca_file"],
+            no_cert_time_check=p["no_cert_time_check"],
+        )
+    except MissingDependencyError as exc:
+        return out, str(exc), []
+    except ValueError as exc:
+        return out, "invalid server specification: %s" % exc, []
+    finally:
+        for path in written:
+            os.unlink(path)
+    out.update(
+        results=results,
+        ok_servers=[r["host"] for r in results if r["ok"]],
+        failed_servers=[r["host"] for r in results if not r["ok"]],
+    )
+    warnings = [
+        "%s answered with authenticated time but says it is unsynchronised (stratum %s, leap %s)"
+        % (r["host"], r["stratum"], r["leap"])
+        for r in results
+        if r["ok"] and not r["synchronised"]
+    ]
+    reasons = []
+    if p["fail_on_error"] and out["failed_servers"]:
+        reasons.append(
+            "NTS probe failed for %s"
+            % "; ".join(
+                "%s:%s (%s: %s)" % (r["host"], r["port"], r["stage"], r["error"]) for r in results if not r["ok"]
+            )
+        )
+    if len(out["ok_servers"]) < p["min_ok"]:
+        reasons.append("only %d server(s) passed, min_ok is %d" % (len(out["ok_servers"]), p["min_ok"]))
+    return out, "; ".join(reasons) or None, warnings
