@@ -1,0 +1,742 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: chrony_nts_apply
+short_description: Write chrony's files, restart, prove NTS works and roll back if it does not, in one call
+description:
+  - The change-and-prove step of the C(chrony_nts) role, done on the host in a single module call.
+  - Before any change, checks that C(chronyd) is new enough and built with NTS, compares each file of O(files) with
+    what is on the host, and validates every file whose content would change (for chrony.conf
+    C(chronyd -p -f %s)). A file that fails validation stops the module with the validator's message; nothing is
+    written.
+  - When something would change, records a byte-exact rollback point of every listed file, writes the files
+    atomically (same directory, then rename), reloads systemd when a unit file changed, and restarts O(service).
+    Otherwise the service is only started if it is not running. It is enabled in both cases.
+  - Then, on every run, changed or not, proves NTS works by polling C(chronyc) until the health predicate of the
+    C(chrony_authdata) module holds (O(verify)). A second run is therefore a compliance check.
+  - When the service does not come up or the proof fails after a change, every file is put back byte for byte,
+    systemd reloaded when needed, the service restarted on the restored files, and the module fails with the verify
+    report, chronyd's own log line for each failed source, and what was restored.
+author:
+  - chrony-nts project
+options:
+  files:
+    description: The files the module manages; every one is in the rollback point.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      path:
+        description: Absolute path.
+        type: path
+        required: true
+      state:
+        description: V(present) writes O(files[].content); V(absent) removes the file.
+        type: str
+        choices: [present, absent]
+        default: present
+      content:
+        description:
+          - The whole content of the file. It is part of the task's arguments and is shown in diff mode, so it is not
+            for secrets (install keys with a C(no_log) task, as the C(chrony_nts_server) role does).
+        type: str
+      owner:
+        description: Owner.
+        type: str
+        default: root
+      group:
+        description: Group.
+        type: str
+        default: root
+      mode:
+        description: Octal mode, as a string.
+        type: str
+        default: "0644"
+      validate:
+        description:
+          - Command run on a temporary copy before anything is written, C(%s) standing for its path; a non-zero
+            exit stops the module. Runs only when the content would change.
+        type: str
+      unit:
+        description: The file is a systemd unit or drop-in; a change reloads systemd before the restart.
+        type: bool
+        default: false
+  service:
+    description: systemd service of chronyd (C(chrony) on Debian, C(chronyd) on RHEL).
+    type: str
+    required: true
+  chronyd:
+    description: Path of chronyd, used for the version check.
+    type: path
+    default: /usr/sbin/chronyd
+  min_version:
+    description: Oldest chronyd accepted. chronyd must also be built with NTS (C(+NTS)).
+    type: str
+    default: "4.0"
+  min_version_reason:
+    description: Why O(min_version) is needed, for the error message.
+    type: str
+    default: NTS needs it
+  verify:
+    description:
+      - The proof, with the options of the C(chrony_authdata) module. Omit it to skip the proof.
+    type: dict
+    suboptions:
+      sources:
+        description: Configured names that must each be healthy.
+        type: list
+        elements: str
+        default: []
+      min_sources:
+        description: Healthy NTS sources required.
+        type: int
+        default: 1
+      timeout:
+        description: Seconds to wait for the predicate.
+        type: float
+        default: 60
+      interval:
+        description: Seconds between polls.
+        type: float
+        default: 0.25
+      require_selected:
+        description: Healthy sources must also be selectable (C(*) or C(+)).
+        type: bool
+        default: false
+      require_synchronised:
+        description: The clock must be synchronised.
+        type: bool
+        default: false
+  rollback:
+    description: Keep a rollback point and restore it when the service or the proof fails after a change.
+    type: bool
+    default: true
+  snapshot:
+    description:
+      - Directory of the pending rollback point. After a successful change it is kept as C(previous) beside it.
+    type: path
+    default: /var/lib/chrony-nts/snapshot
+  run_id:
+    description: Identifier of the playbook run; a pending rollback point of the same run is kept, not replaced.
+    type: str
+    default: ''
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Reports what would change, with diffs, and validates the new content; writes nothing, restarts nothing.
+      - Verifies only when nothing would change and chronyd is installed (the running chronyd does not run the new
+        files otherwise).
+  diff_mode:
+    support: full
+notes:
+  - Only the Python standard library is used on the target.
+  - File contents are returned only as diffs in diff mode; never pass secrets in O(files).
+seealso:
+  - module: chrony_authdata
+  - module: chrony_nts_snapshot
+  - module: chrony_nts_host
+"""
+
+EXAMPLES = r"""
+- name: Configure chrony, restart it, prove NTS works (rolled back when it does not)
+  chrony_nts_apply:
+    service: chrony
+    files:
+      - path: /etc/chrony/chrony.conf
+        content: "{{ lookup('ansible.builtin.template', 'chrony.conf.j2') }}"
+        validate: /usr/sbin/chronyd -p -f %s
+      - path: /etc/systemd/system/chrony.service.d/50-chrony-nts.conf
+        state: absent
+        unit: true
+    verify:
+      sources: [nts.netnod.se, ptbtime1.ptb.de]
+      min_sources: 2
+      timeout: 60
+"""
+
+RETURN = r"""
+changed_files:
+  description: Paths written or removed (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/chrony/chrony.conf]
+restarted:
+  description: Whether the service was restarted (or started) by this run.
+  returned: always
+  type: bool
+enabled:
+  description: Whether this run enabled the service.
+  returned: always
+  type: bool
+reloaded:
+  description: Whether systemd was reloaded because a unit file changed.
+  returned: always
+  type: bool
+chrony_version:
+  description: The version of chronyd, when it is installed.
+  returned: when chronyd is installed
+  type: str
+  sample: "4.3"
+verify:
+  description:
+    - The proof, as the C(chrony_authdata) module returns it (C(verified), C(elapsed), C(polls), C(sources),
+      C(healthy_sources), C(unhealthy_sources), C(reasons), C(tracking)); C(skipped) with the reason when not run.
+  returned: always
+  type: dict
+log_causes:
+  description: For each unhealthy source, chronyd's latest log line about it since its last start.
+  returned: on failure, when sources were unhealthy
+  type: dict
+  sample:
+    nts-badca.lab.test: "TLS handshake with 10.89.0.7:4460 (nts-badca.lab.test) failed : The certificate issuer is..."
+timings:
+  description: Seconds spent in each step that ran (C(version), C(compare_validate), C(snapshot), C(write),
+    C(daemon_reload), C(service), C(verify)), for benchmarks and slow hosts.
+  returned: always
+  type: dict
+  sample: {version: 0.004, compare_validate: 0.011, snapshot: 0.003, write: 0.002, service: 0.21, verify: 1.8}
+rollback:
+  description: What the rollback did (C(restored), C(removed_dirs), C(restarted) or C(stopped), C(disabled), C(error)).
+  returned: on failure after a change
+  type: dict
+"""
+
+import grp  # noqa: E402
+import os  # noqa: E402
+import pwd  # noqa: E402
+import shutil  # noqa: E402
+import stat  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.chrony_host import journal_causes  # noqa: E402
+from ansible.module_utils.chrony_status import (  # noqa: E402
+    ChronyParseError,
+    parse_version,
+    status_command,
+    wait_for_nts,
+)
+from ansible.module_utils.file_snapshot import (  # noqa: E402
+    SnapshotError,
+    discard_snapshot,
+    restore_snapshot,
+    save_snapshot,
+)
+
+SELINUX_XATTR = "security.selinux"
+ACTIVE_PROPS = "--property=ActiveState,SubState,Result,ConditionResult"
+
+
+class ApplyError(Exception):
+    """A step failed; ``stage`` says which, the message says why."""
+
+    def __init__(self, stage, msg):
+        super(ApplyError, self).__init__(msg)
+        self.stage = stage
+
+
+def _version_tuple(text):
+    return tuple(int(x) for x in text.split(".") if x.isdigit())
+
+
+class Host(object):
+    """The commands the module runs, in one place (module.run_command underneath)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.systemctl = module.get_bin_path("systemctl")
+
+    def run(self, argv):
+        return self.module.run_command(argv)
+
+    def systemctl_do(self, *args):
+        if not self.systemctl:
+            raise ApplyError("service", "systemctl not found: chrony_nts_apply needs systemd")
+        rc, out, err = self.run([self.systemctl, *args])
+        return rc, out, err
+
+    def unit_state(self, service):
+        rc, out, err = self.systemctl_do("show", ACTIVE_PROPS, "--", service + ".service")
+        if rc != 0:
+            raise ApplyError("service", "systemctl show %s failed (rc %d): %s" % (service, rc, err.strip()))
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def desired_files(module):
+    """Check the file list; returns the entries with their wanted bytes, uid, gid and mode."""
+    seen = set()
+    entries = []
+    for index, item in enumerate(module.params["files"]):
+        where = "files[%d] (%s)" % (index, item["path"])
+        path = item["path"]
+        if not os.path.isabs(path):
+            module.fail_json(msg="%s: path must be absolute" % where)
+        if path in seen:
+            module.fail_json(msg="%s: listed twice" % where)
+        seen.add(path)
+        entry = dict(item)
+        if item["state"] == "present":
+            if item["content"] is None:
+                module.fail_json(msg="%s: content is required with state=present" % where)
+            try:
+                entry["uid"] = pwd.getpwnam(item["owner"]).pw_uid
+            except KeyError:
+                module.fail_json(msg="%s: owner %r does not exist on this host" % (where, item["owner"]))
+            try:
+                entry["gid"] = grp.getgrnam(item["group"]).gr_gid
+            except KeyError:
+                module.fail_json(msg="%s: group %r does not exist on this host" % (where, item["group"]))
+            try:
+                entry["mode_int"] = int(item["mode"], 8)
+            except ValueError:
+                module.fail_json(msg="%s: mode %r is not an octal number" % (where, item["mode"]))
+            entry["bytes"] = item["content"].encode("utf-8", "surrogateescape")
+        entries.append(entry)
+    return entries
+
+
+def current_state(entry):
+    """(exists, bytes or None, uid, gid, mode) of the file on the host."""
+    try:
+        st = os.lstat(entry["path"])
+    except FileNotFoundError:
+        return False, None, None, None, None
+    if stat.S_ISDIR(st.st_mode):
+        raise ApplyError("compare", "%s is a directory" % entry["path"])
+    data = None
+    if stat.S_ISREG(st.st_mode):
+        with open(entry["path"], "rb") as handle:
+            data = handle.read()
+    return True, data, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)
+
+
+def plan(entries):
+    """Mark each entry with what would change; returns the entries that change."""
+    changes = []
+    for entry in entries:
+        exists, data, uid, gid, mode = current_state(entry)
+        entry["before"] = data
+        entry["existed"] = exists
+        if entry["state"] == "absent":
+            entry["content_changed"] = exists
+            entry["attrs_changed"] = False
+        else:
+            entry["content_changed"] = data != entry["bytes"]
+            entry["attrs_changed"] = exists and (uid, gid, mode) != (entry["uid"], entry["gid"], entry["mode_int"])
+        if entry["content_changed"] or entry["attrs_changed"]:
+            changes.append(entry)
+    return changes
+
+
+def validate(host, entry):
+    """Run the entry's validate command on a private temporary copy; raise ApplyError when it fails."""
+    workdir = tempfile.mkdtemp(prefix="chrony-nts-validate-")
+    try:
+        copy = os.path.join(workdir, os.path.basename(entry["path"]))
+        with open(copy, "wb") as handle:
+            handle.write(entry["bytes"])
+        os.chmod(copy, 0o644)
+        command = entry["validate"]
+        if "%s" not in command:
+            raise ApplyError("validate", "files (%s): validate must contain %%s, got %r" % (entry["path"], command))
+        argv = [copy if word == "%s" else word.replace("%s", copy) for word in command.split()]
+        rc, out, err = host.run(argv)
+        if rc != 0:
+            detail = (err.strip() or out.strip() or "no output").replace(copy, entry["path"] + " (new)")
+            raise ApplyError(
+                "validate",
+                "the new %s failed validation (%s, rc %d): %s; nothing was changed"
+                % (entry["path"], command.replace("%s", "FILE"), rc, detail),
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _selinux_label(path):
+    try:
+        return os.getxattr(path, SELINUX_XATTR, follow_symlinks=False)
+    except (OSError, AttributeError):
+        return None
+
+
+def _make_parents(path):
+    directory = os.path.dirname(path)
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for directory in reversed(missing):
+        # Configuration directories (a CA directory, a systemd drop-in directory): root's, readable by chronyd.
+        os.mkdir(directory, 0o755)
+        os.chmod(directory, 0o755)  # noqa: S103 - the umask must not make them unreadable
+    return list(reversed(missing))
+
+
+def write(entry, restorecon):
+    """Put the entry in place atomically (temp file in the same directory, then rename), keeping the SELinux label."""
+    path = entry["path"]
+    if entry["state"] == "absent":
+        os.unlink(path)
+        return
+    created = _make_parents(path)
+    label = _selinux_label(path) if entry["existed"] else None
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".chrony-nts", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(entry["bytes"])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chown(tmp, entry["uid"], entry["gid"])
+        os.chmod(tmp, entry["mode_int"])
+        if label is not None:
+            try:
+                os.setxattr(tmp, SELINUX_XATTR, label, follow_symlinks=False)
+            except OSError:
+                pass
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+    if label is None and restorecon:
+        restorecon([*created, path])
+
+
+def _diff(entries):
+    diffs = []
+    for entry in entries:
+        before = entry["before"].decode("utf-8", "replace") if entry["before"] is not None else ""
+        after = entry["content"] if entry["state"] == "present" else ""
+        diffs.append({"before_header": entry["path"], "after_header": entry["path"], "before": before, "after": after})
+    return diffs
+
+
+class Apply(object):
+    def __init__(self, module):
+        self.module = module
+        self.p = module.params
+        self.host = Host(module)
+        self.result = dict(changed=False, changed_files=[], restarted=False, enabled=False, reloaded=False, verify={})
+        self.start = self._last = time.monotonic()
+        self.was_active = True
+        self.result["timings"] = {}
+
+    def lap(self, step):
+        now = time.monotonic()
+        self.result["timings"][step] = round(now - self._last, 3)
+        self._last = now
+
+    def fail(self, msg, **extra):
+        self.result.update(extra)
+        self.result["elapsed"] = round(time.monotonic() - self.start, 3)
+        self.module.fail_json(msg=msg, **self.result)
+
+    # --- before any change --------------------------------------------------------------------------------------
+    def check_chronyd(self):
+        path = self.p["chronyd"]
+        if not os.path.exists(path):
+            return False
+        rc, out, err = self.host.run([path, "--version"])
+        try:
+            version = parse_version(out) if rc == 0 else None
+        except ChronyParseError:
+            version = None
+        if version is None:
+            self.fail(
+                "`%s --version` gave no version (rc %d): %s; nothing was configured" % (path, rc, (err or out).strip())
+            )
+        self.result["chrony_version"] = version.version
+        if _version_tuple(version.version) < _version_tuple(self.p["min_version"]) or version.nts is False:
+            self.fail(
+                "chronyd on this host cannot do this: `%s --version` says '%s'; chrony >= %s built with +NTS is "
+                "required (%s; some distributions ship NTS in a separate package). Nothing was configured."
+                % (path, out.strip(), self.p["min_version"], self.p["min_version_reason"])
+            )
+        return True
+
+    # --- the change -----------------------------------------------------------------------------------------------
+    def restorecon(self, paths):
+        tool = self.module.get_bin_path("restorecon")
+        selinuxenabled = self.module.get_bin_path("selinuxenabled")
+        if tool and selinuxenabled and self.host.run([selinuxenabled])[0] == 0:
+            self.host.run([tool, "-F", *paths])
+
+    def apply_changes(self, changes):
+        for entry in changes:
+            if entry["state"] == "absent":
+                os.unlink(entry["path"])
+            elif entry["content_changed"]:
+                write(entry, self.restorecon)
+            else:  # owner/group/mode only
+                os.chown(entry["path"], entry["uid"], entry["gid"])
+                os.chmod(entry["path"], entry["mode_int"])
+
+    def reload_systemd(self):
+        rc, _out, err = self.host.systemctl_do("daemon-reload")
+        if rc != 0:
+            raise ApplyError("service", "systemctl daemon-reload failed (rc %d): %s" % (rc, err.strip()))
+
+    def service_up(self, restart):
+        service = self.p["service"]
+        state = self.host.unit_state(service)
+        if restart or state.get("ActiveState") != "active":
+            rc, _out, err = self.host.systemctl_do("restart" if restart else "start", service + ".service")
+            if rc != 0:
+                raise ApplyError("service", "systemctl %s %s failed (rc %d): %s" % (
+                    "restart" if restart else "start", service, rc, err.strip()))  # fmt: skip
+            self.result["restarted"] = True
+        rc, out, _err = self.host.systemctl_do("is-enabled", service + ".service")
+        if out.strip() not in ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated"):
+            rc, _out, err = self.host.systemctl_do("enable", service + ".service")
+            if rc != 0:
+                raise ApplyError("service", "systemctl enable %s failed (rc %d): %s" % (service, rc, err.strip()))
+            self.result["enabled"] = True
+        state = self.host.unit_state(service)
+        if state.get("ActiveState") != "active":
+            hint = (
+                "A unit condition failed: the unit needs CAP_SYS_TIME, which containers usually lack; set "
+                "chrony_nts_clock_control: false for such hosts."
+                if state.get("ConditionResult") == "no"
+                else "See journalctl -u %s." % service
+            )
+            raise ApplyError(
+                "service",
+                "%s.service is not running (ActiveState=%s, Result=%s, ConditionResult=%s). %s"
+                % (service, state.get("ActiveState"), state.get("Result"), state.get("ConditionResult"), hint),
+            )
+
+    def prove(self):
+        spec = self.p["verify"]
+        chronyc = self.module.get_bin_path("chronyc", opt_dirs=["/usr/bin", "/usr/sbin"])
+        if not chronyc:
+            raise ApplyError("verify", "chronyc not found: is chrony installed?")
+        required = [name for name in spec["sources"] if name]
+        polled = wait_for_nts(
+            self.host.run,
+            status_command(chronyc),
+            min_sources=spec["min_sources"],
+            required=required,
+            timeout=spec["timeout"],
+            interval=spec["interval"],
+            require_selected=spec["require_selected"],
+            require_synchronised=spec["require_synchronised"],
+        )
+        msg = polled.pop("msg", None)
+        polled.pop("fatal", None)
+        self.result["verify"] = polled
+        if not polled["verified"]:
+            raise ApplyError("verify", msg)
+
+    # --- after a failure ------------------------------------------------------------------------------------------
+    def explain(self):
+        unhealthy = [s["name"] for s in self.result["verify"].get("unhealthy_sources", [])]
+        if not unhealthy or not self.module.get_bin_path("journalctl"):
+            return {}
+        rc, out, _err = self.host.run(["journalctl", "--unit", self.p["service"], "--boot", "--no-pager",
+                                       "--output", "cat", "--lines", "300"])  # fmt: skip
+        return journal_causes(out.splitlines(), unhealthy) if rc == 0 else {}
+
+    def roll_back(self):
+        """Restore the rollback point and restart on it; returns the sentence for the failure message."""
+        report = {"restored": [], "removed_dirs": [], "restarted": False}
+        self.result["rollback"] = report
+        try:
+            restored = restore_snapshot(self.p["snapshot"], run_id=self.p["run_id"])
+        except (SnapshotError, OSError) as exc:
+            report["error"] = str(exc)
+            return "ROLLBACK FAILED: %s; the snapshot is kept in %s." % (exc, self.p["snapshot"])
+        report["restored"] = restored["restored"]
+        report["removed_dirs"] = restored["removed_dirs"]
+        if not restored["restored"] and not restored["removed_dirs"]:
+            discard_snapshot(self.p["snapshot"])
+            return "Nothing needed restoring."
+        units = {e["path"] for e in self.module.params["files"] if e["unit"]}
+        service = self.p["service"]
+        # The service goes back to the state it had before this run: restarted on the restored files if it was
+        # running, stopped again if it was not (e.g. chrony installed by this run), disabled again if this run
+        # enabled it.
+        action = "restart" if self.was_active else "stop"
+        try:
+            if units & set(restored["restored"]):
+                self.reload_systemd()
+            rc, _out, err = self.host.systemctl_do(action, service + ".service")
+            if rc != 0:
+                raise ApplyError("service", "systemctl %s: rc %d: %s" % (action, rc, err.strip()))
+            report["restarted" if self.was_active else "stopped"] = True
+            if self.result["enabled"]:
+                rc, _out, err = self.host.systemctl_do("disable", service + ".service")
+                if rc != 0:
+                    raise ApplyError("service", "systemctl disable: rc %d: %s" % (rc, err.strip()))
+                report["disabled"] = True
+        except ApplyError as exc:
+            report["error"] = str(exc)
+        discard_snapshot(self.p["snapshot"])
+        what = "put back " + ", ".join(restored["restored"])
+        if restored["removed_dirs"]:
+            what += " and removed " + ", ".join(restored["removed_dirs"])
+        if "error" in report:
+            return "Rolled back: %s; %s FAILED to %s on the restored files: %s." % (
+                what,
+                service,
+                action,
+                report["error"],
+            )
+        if self.was_active:
+            return "Rolled back: %s; %s restarted on the restored files." % (what, service)
+        return "Rolled back: %s; %s stopped%s, as it was not running before this run." % (
+            what,
+            service,
+            " and disabled" if report.get("disabled") else "",
+        )
+
+    # --- the whole step -------------------------------------------------------------------------------------------
+    def run(self):
+        entries = desired_files(self.module)
+        installed = self.check_chronyd()
+        self.lap("version")
+        if not installed and not self.module.check_mode:
+            self.fail(
+                "%s not found: install chrony before this module runs; nothing was configured" % self.p["chronyd"]
+            )
+        try:
+            changes = plan(entries)
+            for entry in changes:
+                if entry["content_changed"] and entry.get("validate") and entry["state"] == "present":
+                    if installed:
+                        validate(self.host, entry)
+        except ApplyError as exc:
+            self.fail(str(exc), stage=exc.stage)
+        self.lap("compare_validate")
+        self.result["changed_files"] = [e["path"] for e in changes]
+        self.result["changed"] = bool(changes)
+        if self.module._diff and changes:
+            self.result["diff"] = _diff(changes)
+        if self.module.check_mode:
+            self.check_mode_verify(installed, changes)
+            self.done()
+
+        self.was_active = self.host.unit_state(self.p["service"]).get("ActiveState") == "active"
+        if changes and self.p["rollback"]:
+            try:
+                save_snapshot(self.p["snapshot"], [e["path"] for e in entries], self.p["run_id"])
+            except (SnapshotError, OSError) as exc:
+                self.fail(
+                    "could not record the rollback point in %s: %s; nothing was changed" % (self.p["snapshot"], exc)
+                )
+        self.lap("snapshot")
+        try:
+            try:
+                self.apply_changes(changes)
+            except OSError as exc:
+                raise ApplyError("write", "writing %s failed: %s" % (exc.filename, exc.strerror)) from exc
+            self.lap("write")
+            if any(e["unit"] for e in changes):
+                self.reload_systemd()
+                self.result["reloaded"] = True
+                self.lap("daemon_reload")
+            self.service_up(restart=bool(changes))
+            self.lap("service")
+            self.result["changed"] = bool(changes) or self.result["restarted"] or self.result["enabled"]
+            if self.p["verify"] is not None:
+                self.prove()
+                self.lap("verify")
+            else:
+                self.result["verify"] = {"skipped": True, "reason": "verify is not set"}
+        except ApplyError as exc:
+            self.failed_after_change(exc, changes)
+        if changes and self.p["rollback"]:
+            discard_snapshot(self.p["snapshot"], keep_previous=True)
+        self.done()
+
+    def check_mode_verify(self, installed, changes):
+        if self.p["verify"] is None:
+            self.result["verify"] = {"skipped": True, "reason": "verify is not set"}
+        elif not installed:
+            self.result["verify"] = {"skipped": True, "reason": "check mode, and chrony is not installed yet"}
+        elif changes:
+            self.result["verify"] = {"skipped": True, "reason": "check mode, and the files would change (the "
+                                     "running chronyd does not run the new configuration)"}  # fmt: skip
+        else:
+            try:
+                if self.host.unit_state(self.p["service"]).get("ActiveState") != "active":
+                    self.result["changed"] = True  # a real run would start it
+                    self.result["verify"] = {"skipped": True, "reason": "check mode, and the service is not running"}
+                    return
+                self.prove()
+            except ApplyError as exc:
+                self.fail("NTS is not working (check mode, nothing was changed): %s" % exc, stage=exc.stage)
+
+    def failed_after_change(self, exc, changes):
+        causes = self.explain()
+        if causes:
+            self.result["log_causes"] = causes
+        parts = ["chrony_nts failed at %s: %s" % (exc.stage, str(exc).strip().rstrip(".") + ".")]
+        if causes:
+            parts.append("chronyd log: " + "; ".join("%s: %s" % (k, v.rstrip(".")) for k, v in causes.items()) + ".")
+        if not changes:
+            parts.append("This run had not changed chrony's files, so nothing was touched.")
+        elif not self.p["rollback"]:
+            parts.append("Rollback is disabled (chrony_nts_rollback: false): the new configuration was left in place.")
+        else:
+            parts.append(self.roll_back())
+        self.fail(" ".join(parts), stage=exc.stage)
+
+    def done(self):
+        self.result["elapsed"] = round(time.monotonic() - self.start, 3)
+        self.module.exit_json(**self.result)
+
+
+def main():
+    file_spec = dict(
+        path=dict(type="path", required=True),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        content=dict(type="str"),
+        owner=dict(type="str", default="root"),
+        group=dict(type="str", default="root"),
+        mode=dict(type="str", default="0644"),
+        validate=dict(type="str"),
+        unit=dict(type="bool", default=False),
+    )
+    verify_spec = dict(
+        sources=dict(type="list", elements="str", default=[]),
+        min_sources=dict(type="int", default=1),
+        timeout=dict(type="float", default=60.0),
+        interval=dict(type="float", default=0.25),
+        require_selected=dict(type="bool", default=False),
+        require_synchronised=dict(type="bool", default=False),
+    )
+    module = AnsibleModule(
+        argument_spec=dict(
+            files=dict(type="list", elements="dict", options=file_spec, required=True),
+            service=dict(type="str", required=True),
+            chronyd=dict(type="path", default="/usr/sbin/chronyd"),
+            min_version=dict(type="str", default="4.0"),
+            min_version_reason=dict(type="str", default="NTS needs it"),
+            verify=dict(type="dict", options=verify_spec),
+            rollback=dict(type="bool", default=True),
+            snapshot=dict(type="path", default="/var/lib/chrony-nts/snapshot"),
+            run_id=dict(type="str", default=""),
+        ),
+        supports_check_mode=True,
+    )
+    verify = module.params["verify"]
+    if verify is not None:
+        if verify["min_sources"] < 0:
+            module.fail_json(msg="verify.min_sources must be >= 0, got %d" % verify["min_sources"])
+        if verify["timeout"] < 0 or not verify["interval"] > 0:
+            module.fail_json(msg="verify.timeout must be >= 0 and verify.interval > 0 seconds")
+    Apply(module).run()
+
+
+if __name__ == "__main__":
+    main()
