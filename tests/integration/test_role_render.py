@@ -68,7 +68,7 @@ PLAYBOOK = """
         ansible_distribution_version: "{{ fake.distribution_version }}"
         cacheable: true
 
-    - name: Role platform variables
+    - name: Role platform variables (chrony_nts_host reads this machine, read-only)
       ansible.builtin.include_role:
         name: chrony_nts
         tasks_from: set_vars.yml
@@ -79,48 +79,37 @@ PLAYBOOK = """
         name: chrony_nts
         tasks_from: preflight.yml
 
-    - name: Point the role's file paths into the temp dir
+    - name: Keep the platform's real paths, then point the CA directory into the temp dir and feed the options file
       ansible.builtin.set_fact:
-        __chrony_nts_options_file: "{{ out }}/options"
+        real: {config_path: "{{ __chrony_nts_config_path }}", options_file: "{{ __chrony_nts_options_file }}",
+               dropin_path: "{{ __chrony_nts_dropin_path }}"}
         __chrony_nts_cert_dir: "{{ out }}/certs"
+        __chrony_nts_host: "{{ {'files': {__chrony_nts_options_file: options_content}} }}"
 
-    - name: Role daemon options computation
+    - name: Role rendering step (exactly what chrony_nts_apply would receive)
       ansible.builtin.include_role:
         name: chrony_nts
-        tasks_from: daemon_options.yml
+        tasks_from: render.yml
 
-    - name: Recompute the CA list for the temp dir
-      ansible.builtin.set_fact:
-        __chrony_nts_trusted_certs: "{{ __chrony_nts_sources | chrony_nts_trusted_certs(__chrony_nts_cert_dir) }}"
-
-    - name: Write the CA bundles
+    - name: Write each rendered file under the temp dir (its absolute path mirrored below out/files)
       ansible.builtin.copy:
         content: "{{ item.content }}"
-        dest: "{{ item.path }}"
+        dest: "{{ out }}/files/{{ item.path | basename }}"
         mode: "0644"
-      loop: "{{ __chrony_nts_trusted_certs | selectattr('content', 'ne', none) | list }}"
-
-    - name: Render chrony.conf with the role's template, validated like the role does
-      ansible.builtin.template:
-        src: "{{ role_dir }}/templates/chrony.conf.j2"
-        dest: "{{ out }}/chrony.conf"
-        mode: "0644"
-        validate: "{{ __chrony_nts_chronyd }} -p -f %s"
-
-    - name: Render the systemd drop-in
-      ansible.builtin.template:
-        src: "{{ role_dir }}/templates/dropin.conf.j2"
-        dest: "{{ out }}/dropin.conf"
-        mode: "0644"
+      loop: "{{ __chrony_nts_rendered | selectattr('content', 'defined') | list }}"
+      loop_control:
+        label: "{{ item.path }}"
 
     - name: Hand the computed values to the test
       ansible.builtin.copy:
         dest: "{{ out }}/result.json"
         mode: "0644"
         content: "{{ {'opts': __chrony_nts_daemon_opts, 'sources': __chrony_nts_sources,
-                      'config_path': __chrony_nts_config_path, 'service': __chrony_nts_service,
+                      'config_path': real.config_path, 'service': __chrony_nts_service,
                       'options_var': __chrony_nts_options_var, 'user': __chrony_nts_user,
-                      'dropin_path': __chrony_nts_dropin_path,
+                      'options_file': real.options_file, 'dropin_path': real.dropin_path,
+                      'files': __chrony_nts_rendered | map('dict2items') | map('rejectattr', 'key', 'eq', 'content')
+                               | map('items2dict') | list,
                       'certs': __chrony_nts_trusted_certs} | to_json }}"
 """
 
@@ -147,7 +136,8 @@ def _env(tmp: Path) -> dict:
 def _run(tmp: Path, playbook: str, variables: dict, extra_args: tuple = ()) -> subprocess.CompletedProcess:
     (tmp / "play.yml").write_text(playbook)
     # Rendering is offline: the pre-flight probe of the selected servers (a network check, tested on the lab) is off.
-    variables = {"chrony_nts_probe_gate": False, **variables}
+    # chrony_nts_host reads this machine's packages and files, never its units (systemd may not run here).
+    variables = {"chrony_nts_probe_gate": False, "chrony_nts_disable_conflicting": False, **variables}
     (tmp / "vars.yml").write_text(yaml.safe_dump(variables))
     (tmp / "none.cfg").write_text("[defaults]\n")
     return subprocess.run(
@@ -190,9 +180,9 @@ def _pem(tmp: Path, name: str) -> str:
 
 def _render(tmp: Path, platform: str, role_vars: dict) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp / "out"
-    (out / "certs").mkdir(parents=True, exist_ok=True)
-    (out / "options").write_text(PLATFORMS[platform]["options_file"])
-    variables = {"fake": PLATFORMS[platform]["facts"], "out": str(out), "role_dir": str(ROLE), **role_vars}
+    (out / "files").mkdir(parents=True, exist_ok=True)
+    variables = {"fake": PLATFORMS[platform]["facts"], "out": str(out), "role_dir": str(ROLE),
+                 "options_content": PLATFORMS[platform]["options_file"], **role_vars}  # fmt: skip
     return _run(tmp, PLAYBOOK, variables), out
 
 
@@ -232,7 +222,7 @@ def test_site_servers_render_and_chronyd_accepts(tmp_path, platform):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((out / "result.json").read_text())
-    conf = (out / "chrony.conf").read_text()
+    conf = (out / "files" / "chrony.conf").read_text()
     lines = _directives(conf)
 
     assert conf.startswith("#"), "ansible_managed header must be a comment"
@@ -253,7 +243,7 @@ def test_site_servers_render_and_chronyd_accepts(tmp_path, platform):
     assert set(trusted) == expected_trusted
     for cert in result["certs"]:
         if cert["content"] is not None:
-            assert Path(cert["path"]).read_text().count("BEGIN CERTIFICATE") == 1
+            assert (out / "files" / Path(cert["path"]).name).read_text().count("BEGIN CERTIFICATE") == 1
 
     assert "authselectmode require" in lines
     assert "cmdport 0" in lines and "port 0" in lines
@@ -262,7 +252,7 @@ def test_site_servers_render_and_chronyd_accepts(tmp_path, platform):
     assert "minsources 1" in lines and "makestep 1.0 3" in lines and "rtcsync" in lines
 
     # chronyd itself accepts the file and sees the same sources.
-    parsed = _chronyd_parse(out / "chrony.conf")
+    parsed = _chronyd_parse(out / "files" / "chrony.conf")
     assert parsed.count("server ") == 3
 
     if platform == "debian12":
@@ -284,8 +274,17 @@ def test_site_servers_render_and_chronyd_accepts(tmp_path, platform):
         assert "keyfile /etc/chrony.keys" in lines
         assert not any(line.startswith("confdir") for line in lines)
         assert result["dropin_path"] == "/etc/systemd/system/chronyd.service.d/50-chrony-nts.conf"
-    dropin = (out / "dropin.conf").read_text()
+    dropin = (out / "files" / "50-chrony-nts.conf").read_text()
     assert "[Unit]\nConditionCapability=\n" in dropin
+    # What chrony_nts_apply receives: chrony.conf validated by chronyd -p, the drop-in flagged as a unit file, and the
+    # options file as the host's own file with only the options line changed.
+    files = {f["path"]: f for f in result["files"]}
+    assert files[result["config_path"]]["validate"] == "/usr/sbin/chronyd -p -f %s"
+    assert files[result["dropin_path"]]["unit"] is True
+    options = (out / "files" / Path(result["options_file"]).name).read_text()
+    assert options == PLATFORMS[platform]["options_file"].replace(
+        result["opts"]["line"].replace(" -x", ""), result["opts"]["line"]
+    )
 
 
 @pytest.mark.parametrize("platform", ["debian12", "rhel9"])
@@ -293,7 +292,7 @@ def test_catalog_selection_with_clock_control_keeps_distro_flags(tmp_path, platf
     proc, out = _render(tmp_path, platform, {"chrony_nts_policy": {"count": 4, "min_operators": 3}})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((out / "result.json").read_text())
-    lines = _directives((out / "chrony.conf").read_text())
+    lines = _directives((out / "files" / "chrony.conf").read_text())
     servers = [line for line in lines if line.startswith("server ")]
     assert len(servers) == 4
     assert len({s["provider"] for s in result["sources"]}) >= 3
@@ -303,7 +302,7 @@ def test_catalog_selection_with_clock_control_keeps_distro_flags(tmp_path, platf
     expected = 'DAEMON_OPTS="-F 1"' if platform == "debian12" else 'OPTIONS="-F 2"'
     assert result["opts"]["line"] == expected
     assert result["opts"]["found"] is True
-    _chronyd_parse(out / "chrony.conf")
+    _chronyd_parse(out / "files" / "chrony.conf")
 
 
 def test_keep_distro_sources_extra_config_and_serving(tmp_path):
@@ -324,7 +323,7 @@ def test_keep_distro_sources_extra_config_and_serving(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "WARNING chrony_nts_authselectmode is 'prefer'" in proc.stdout
-    lines = _directives((out / "chrony.conf").read_text())
+    lines = _directives((out / "files" / "chrony.conf").read_text())
     assert "pool 2.debian.pool.ntp.org iburst" in lines and "sourcedir /etc/chrony/sources.d" in lines
     assert not any(line.startswith("confdir") for line in lines)
     assert "allow 192.0.2.0/24" in lines and "port 0" not in lines
@@ -332,12 +331,12 @@ def test_keep_distro_sources_extra_config_and_serving(tmp_path):
     assert "authselectmode prefer" in lines and "nocerttimecheck 1" in lines and "nosystemcert" in lines
     assert "cmdport 323" in lines
     assert not any(line.startswith("leapsectz") for line in lines)
-    _chronyd_parse(out / "chrony.conf")
+    _chronyd_parse(out / "files" / "chrony.conf")
 
 
 def test_ubuntu_override_and_missing_options_file(tmp_path):
     out = tmp_path / "out"
-    (out / "certs").mkdir(parents=True)
+    (out / "files").mkdir(parents=True)
     variables = {
         "fake": {
             "os_family": "Debian",
@@ -347,24 +346,36 @@ def test_ubuntu_override_and_missing_options_file(tmp_path):
         },
         "out": str(out),
         "role_dir": str(ROLE),
+        "options_content": None,
         "chrony_nts_keep_distro_sources": True,
         "chrony_nts_clock_control": False,
     }
     proc = _run(tmp_path, PLAYBOOK, variables)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = _directives((out / "chrony.conf").read_text())
+    lines = _directives((out / "files" / "chrony.conf").read_text())
     assert "pool ntp.ubuntu.com iburst maxsources 4" in lines
     assert "pool 2.debian.pool.ntp.org iburst" not in lines
     result = json.loads((out / "result.json").read_text())
     # No options file on the host: the family default is the base, -x is added.
-    assert result["opts"] == {"found": False, "options": ["-F", "1", "-x"], "line": 'DAEMON_OPTS="-F 1 -x"'}
+    assert result["opts"] == {
+        "found": False,
+        "options": ["-F", "1", "-x"],
+        "line": 'DAEMON_OPTS="-F 1 -x"',
+        "content": 'DAEMON_OPTS="-F 1 -x"\n',
+    }
 
 
-def test_chronyd_rejects_a_bad_extra_line_through_the_role_validation(tmp_path):
+def test_the_role_validation_command_rejects_a_bad_extra_line(tmp_path):
+    # Rendering does not judge chrony's syntax; the validate command handed to chrony_nts_apply does (that module's
+    # refusal to write such a file is tested in test_apply_local.py).
     proc, out = _render(tmp_path, "debian12", {"chrony_nts_extra_config": ["ntsrefresh notanumber"]})
-    assert proc.returncode != 0
-    assert "failed to validate" in proc.stdout
-    assert not (out / "chrony.conf").exists()
+    assert proc.returncode == 0, proc.stdout
+    result = json.loads((out / "result.json").read_text())
+    command = {f["path"]: f for f in result["files"]}[result["config_path"]]["validate"]
+    argv = command.replace("%s", str(out / "files" / "chrony.conf")).split()
+    check = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert check.returncode != 0
+    assert "ntsrefresh" in check.stderr + check.stdout
 
 
 # --- bad input stops the play before any change --------------------------------------------------------------------
@@ -438,7 +449,7 @@ def test_preflight_names_field_and_value(tmp_path, variables, expected):
     proc, out = _render(tmp_path, "debian12", variables)
     assert proc.returncode != 0
     assert re.search(expected, proc.stdout), proc.stdout
-    assert not (out / "chrony.conf").exists()
+    assert not (out / "files" / "chrony.conf").exists()
 
 
 def test_unsupported_family_is_refused(tmp_path):

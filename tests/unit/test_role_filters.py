@@ -42,8 +42,20 @@ def test_missing_file_or_variable_uses_family_default():
         "found": False,
         "options": ["-F", "1", "-x"],
         "line": 'DAEMON_OPTS="-F 1 -x"',
+        "content": 'DAEMON_OPTS="-F 1 -x"\n',
     }
     assert chrony_nts_daemon_opts("OTHER=1\n", "OPTIONS", True, "-F 2")["line"] == 'OPTIONS="-F 2"'
+
+
+def test_new_file_content_changes_only_the_last_assignment():
+    # The file is rewritten whole: every other line (comments, exports, the earlier assignment) stays as it was.
+    before = '# keep me\nexport DAEMON_OPTS="-F 1"\nDAEMON_OPTS="-F 0"  # local\nOTHER=1'
+    after = chrony_nts_daemon_opts(before, "DAEMON_OPTS", False, "")["content"]
+    assert after == '# keep me\nexport DAEMON_OPTS="-F 1"\nDAEMON_OPTS="-F 0 -x"\nOTHER=1'
+    # no assignment: appended after a newline the file lacked
+    assert chrony_nts_daemon_opts("OTHER=1", "OPTIONS", False, "-F 2")["content"] == 'OTHER=1\nOPTIONS="-F 2 -x"\n'
+    # unchanged flags give the same bytes back, so the role writes nothing
+    assert chrony_nts_daemon_opts(DEBIAN, "DAEMON_OPTS", True, "")["content"] == DEBIAN
 
 
 def test_options_the_role_cannot_rewrite_are_refused():

@@ -116,3 +116,13 @@ def test_every_private_variable_used_is_defined_somewhere():
         created |= set(re.findall(r"index_var: (__chrony_nts_\w+)", text))
     missing = used - defined - created
     assert missing == set()
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED))
+def test_what_is_read_before_the_platform_is_known_covers_every_family(family):
+    # set_vars.yml asks chrony_nts_host about these names before the family's own vars are loaded.
+    main, data = _load("main"), _load(family)
+    assert set(data["__chrony_nts_packages"]) <= set(main["__chrony_nts_host_packages"])
+    assert data["__chrony_nts_options_file"] in main["__chrony_nts_host_read"]
+    units = {f"{name}.service" for name in data["__chrony_nts_conflicting_services"]}
+    assert units <= set(main["__chrony_nts_host_units"])

@@ -33,10 +33,24 @@ def parse_daemon_opts(content, var):
     return value.split()
 
 
+def _with_line(content, var, line):
+    """``content`` with its last ``var=`` assignment replaced by ``line`` (appended when there is none)."""
+    pattern = re.compile(r"^[ \t]*(?:export[ \t]+)?%s=.*$" % re.escape(var), re.MULTILINE)
+    content = content or ""
+    matches = list(pattern.finditer(content))
+    if matches:
+        last = matches[-1]
+        return content[: last.start()] + line + content[last.end() :]
+    if content and not content.endswith("\n"):
+        content += "\n"
+    return content + line + "\n"
+
+
 def chrony_nts_daemon_opts(content, var, clock_control, default):
     """Compute the options for ``var``: the host's current flags (or ``default``), ``-x`` per ``clock_control``.
 
-    Returns ``{"found": bool, "options": [tokens], "line": 'VAR="..."'}``.
+    Returns ``{"found": bool, "options": [tokens], "line": 'VAR="..."', "content": the whole new file}``: the file
+    as it is, with only the last ``VAR=`` line replaced (or the line appended when the file has none).
     """
     if not isinstance(clock_control, bool):
         raise AnsibleFilterError("clock_control must be a boolean, got %r" % (clock_control,))
@@ -53,7 +67,8 @@ def chrony_nts_daemon_opts(content, var, clock_control, default):
                 "%s holds the option %r with spaces, quotes, '$', '`' or '\\'; the role cannot rewrite it "
                 "safely, edit the file by hand" % (var, token)
             )
-    return {"found": found, "options": tokens, "line": '%s="%s"' % (var, " ".join(tokens))}
+    line = '%s="%s"' % (var, " ".join(tokens))
+    return {"found": found, "options": tokens, "line": line, "content": _with_line(content, var, line)}
 
 
 class FilterModule(object):
