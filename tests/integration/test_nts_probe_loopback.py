@@ -438,11 +438,14 @@ def test_probe_many_bounds_time_with_blackholes(good, lab, endpoints):
 # the Ansible module and the CLI
 
 
-def run_module(args, check=False):
+def run_module(args, check=False, action=False):
+    """Through the module (a Python started for it) or, with ``action``, through the action plugin (in-process)."""
     cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "nts_probe", "-a", json.dumps(args)]
     if check:
         cmd.append("--check")
     env = module_env()
+    if action:
+        env["ANSIBLE_ACTION_PLUGINS"] = str(REPO / "plugins" / "action")
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=CWD, check=False)
     try:
         data = json.loads(out.stdout)
@@ -453,7 +456,8 @@ def run_module(args, check=False):
     return out.returncode, data["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
-def test_module_through_ansible(good, lab):
+@pytest.mark.parametrize("action", [False, True], ids=["module", "action-plugin"])
+def test_module_through_ansible(good, lab, action):
     closed_addr = unique_loopback_address()
     closed = {"host": closed_addr, "ntsport": free_port(closed_addr)}
     args = {
@@ -467,8 +471,10 @@ def test_module_through_ansible(good, lab):
         "fail_on_error": False,
         "min_ok": 2,
     }
-    rc, res = run_module(args, check=True)
+    rc, res = run_module(args, check=True, action=action)
     assert rc == 0, res
+    # a module result carries its invocation; the action plugin ran the same code without starting the module
+    assert ("invocation" in res) is not action
     assert res["changed"] is False
     assert res["ok_servers"] == [NAME, good.address]
     assert res["failed_servers"] == [closed_addr]
@@ -477,13 +483,15 @@ def test_module_through_ansible(good, lab):
     assert res["results"][2]["stage"] == "tcp"
 
     args["fail_on_error"] = True
-    rc, res = run_module(args)
+    rc, res = run_module(args, action=action)
     assert rc != 0 and res["failed"] is True
     assert "NTS probe failed for %s:%d (tcp:" % (closed_addr, closed["ntsport"]) in res["msg"]
     assert res["ok_servers"] == [NAME, good.address]
 
-    rc, res = run_module({"servers": [{"host": "x", "prot": 1}]})
+    rc, res = run_module({"servers": [{"host": "x", "prot": 1}]}, action=action)
     assert rc != 0 and "servers[0]: unknown key(s) prot" in res["msg"]
+    rc, res = run_module({"servers": ["a.test"], "tiemout": 1}, action=action)
+    assert rc != 0 and "tiemout" in res["msg"]
 
 
 def run_cli(*args):
