@@ -71,7 +71,7 @@ def main() -> int:
             if res.returncode != 0:
                 print(f"{label} converge failed:\n{res.stdout[-3000:]}\n{res.stderr[-2000:]}", file=sys.stderr)
                 return 1
-        verified = [float(x) for x in re.findall(r"NTS verified in ([0-9.]+) s", res1.stdout)]
+        verified = [float(x) for x in re.findall(r"NTS\s+verified\s+in\s+([0-9.]+)\s+s", res1.stdout)]
         changed2 = sum(int(x) for x in re.findall(r"changed=(\d+)", res2.stdout))
         print(f"\nconverge on {opts.clients} lab hosts ({name}), SSH + pipelining + ControlPersist")
         print(f"{'what':<44} {'seconds':>8} {'x ping floor':>13}")

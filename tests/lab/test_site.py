@@ -62,7 +62,7 @@ def test_second_run_changes_nothing_and_still_verifies(lab, converged):
     stats = recap(res.stdout)
     assert all(stats[c]["changed"] == 0 and stats[c]["failed"] == 0 for c in lab.clients), stats
     # verification ran on every host although nothing changed
-    assert len(re.findall(r"NTS verified in [0-9.]+ s", res.stdout)) == len(lab.clients), res.stdout[-4000:]
+    assert len(re.findall(r"NTS\s+verified\s+in\s+[0-9.]+\s+s", res.stdout)) == len(lab.clients), res.stdout[-4000:]
 
 
 def test_check_mode_with_diff_reports_no_change(lab, converged):
