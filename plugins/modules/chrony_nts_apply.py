@@ -625,10 +625,18 @@ class Apply(object):
             self.check_mode_verify(installed, changes)
             self.done()
 
-        self.was_active = self.host.unit_state(self.p["service"]).get("ActiveState") == "active"
+        try:
+            self.was_active = self.host.unit_state(self.p["service"]).get("ActiveState") == "active"
+        except ApplyError as exc:
+            self.fail("%s; nothing was changed" % exc, stage=exc.stage)
         if changes and self.p["rollback"]:
             try:
-                save_snapshot(self.p["snapshot"], [e["path"] for e in entries], self.p["run_id"])
+                saved = save_snapshot(self.p["snapshot"], [e["path"] for e in entries], self.p["run_id"])
+                if saved["replaced_stale"]:
+                    self.module.warn(
+                        "replaced the rollback point left by run %s in %s (that run was interrupted before it ended)"
+                        % (saved["replaced_stale"], self.p["snapshot"])
+                    )
             except (SnapshotError, OSError) as exc:
                 self.fail(
                     "could not record the rollback point in %s: %s; nothing was changed" % (self.p["snapshot"], exc)
@@ -655,7 +663,10 @@ class Apply(object):
         except ApplyError as exc:
             self.failed_after_change(exc, changes)
         if changes and self.p["rollback"]:
-            discard_snapshot(self.p["snapshot"], keep_previous=True)
+            try:
+                discard_snapshot(self.p["snapshot"], keep_previous=True)
+            except OSError as exc:  # the change is done and proven: say so, do not fail
+                self.module.warn("could not keep the rollback point as the previous configuration: %s" % exc)
         self.done()
 
     def check_mode_verify(self, installed, changes):
