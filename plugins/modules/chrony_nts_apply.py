@@ -72,6 +72,13 @@ options:
     description: systemd service of chronyd (C(chrony) on Debian, C(chronyd) on RHEL).
     type: str
     required: true
+  restart:
+    description:
+      - Restart the service even when none of O(files) changes, for a change made by another task that chronyd reads
+        only at start (the C(chrony_nts_server) role's key and certificate). The proof follows the restart; those
+        other files are not in the rollback point.
+    type: bool
+    default: false
   chronyd:
     description: Path of chronyd, used for the version check.
     type: path
@@ -618,7 +625,7 @@ class Apply(object):
             self.fail(str(exc), stage=exc.stage)
         self.lap("compare_validate")
         self.result["changed_files"] = [e["path"] for e in changes]
-        self.result["changed"] = bool(changes)
+        self.result["changed"] = bool(changes) or self.p["restart"]
         if self.module._diff and changes:
             self.result["diff"] = _diff(changes)
         if self.module.check_mode:
@@ -652,7 +659,7 @@ class Apply(object):
                 self.reload_systemd()
                 self.result["reloaded"] = True
                 self.lap("daemon_reload")
-            self.service_up(restart=bool(changes))
+            self.service_up(restart=bool(changes) or self.p["restart"])
             self.lap("service")
             self.result["changed"] = bool(changes) or self.result["restarted"] or self.result["enabled"]
             if self.p["verify"] is not None:
@@ -730,6 +737,7 @@ def main():
         argument_spec=dict(
             files=dict(type="list", elements="dict", options=file_spec, required=True),
             service=dict(type="str", required=True),
+            restart=dict(type="bool", default=False),
             chronyd=dict(type="path", default="/usr/sbin/chronyd"),
             min_version=dict(type="str", default="4.0"),
             min_version_reason=dict(type="str", default="NTS needs it"),

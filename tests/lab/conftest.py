@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 from dataclasses import dataclass, field
@@ -88,3 +89,11 @@ def lab() -> Lab:
     yield Lab(name, inventory, load_inventory(inventory))
     if os.environ.get("KEEP_LAB") != "1":
         run([*LABCTL, "down", "--name", name], check=True)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP counters per host: {host: {"ok": n, "changed": n, "failed": n, ...}}."""
+    hosts = {}
+    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
+        hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
+    return hosts

@@ -9,15 +9,18 @@ session ``lab`` fixture. Tests run in file order and build on each other's state
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from nts_client import probe
 
-from tests.lab.conftest import LABCTL, REPO, Lab, load_inventory, run
+from tests.lab.conftest import LABCTL, REPO, Lab, load_inventory, recap, run
 
 pytestmark = pytest.mark.lab
 
@@ -168,6 +171,48 @@ def test_server_with_a_failing_proof_is_rolled_back(fleet, rollout):
         tier1["lab_tier_name"], 4460, address=tier1["ansible_host"], ca_file=fleet.vars["lab_ca_file"], timeout=5
     )
     assert result["ok"], result
+
+
+def chronyd_starts_since(fleet: Lab, host: str, since: str) -> int:
+    out = fleet.sh(host, f"journalctl -u chrony --since '{since}' --no-pager -o cat", check=False).stdout
+    return sum(1 for line in out.splitlines() if line.startswith("chronyd version") and "starting" in line)
+
+
+def test_certificate_rotation_restarts_the_server_once_and_serves_the_new_certificate(fleet, rollout, tmp_path):
+    """A new key and certificate (same CA, longer validity) for tier2: one chronyd restart loads them, the probe from
+    the controller sees the new certificate, and the next run changes nothing and restarts nothing."""
+    sys.path.insert(0, str(REPO / "lab"))
+    from pki import Authority
+
+    pki_dir = REPO / ".lab" / fleet.name / "pki"
+    ca = Authority.load((pki_dir / "ca.key").read_bytes(), (pki_dir / "ca.pem").read_bytes())
+    tier2 = fleet.data["all"]["children"]["chrony_nts_servers"]["hosts"]["tier2"]
+    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    key, cert = ca.issue([tier2["lab_tier_name"]], [tier2["ansible_host"]], now - datetime.timedelta(hours=2),
+                         now + datetime.timedelta(days=20))  # fmt: skip
+    (tmp_path / "server.key").write_bytes(key)
+    (tmp_path / "server.key").chmod(0o600)
+    (tmp_path / "server.crt").write_bytes(cert)
+    new = ["-e", f"chrony_nts_server_key_file={tmp_path / 'server.key'}",
+           "-e", f"chrony_nts_server_cert_file={tmp_path / 'server.crt'}"]  # fmt: skip
+
+    since = fleet.sh("tier2", "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    time.sleep(1)  # journalctl --since has a one-second resolution
+    rc, output = ansible_run(fleet, "site.yml", "--limit", "tier2", *new)
+    assert rc == 0, output[-4000:]
+    assert chronyd_starts_since(fleet, "tier2", since) == 1, output[-3000:]
+    result = probe(
+        tier2["lab_tier_name"], 4460, address=tier2["ansible_host"], ca_file=fleet.vars["lab_ca_file"], timeout=5
+    )
+    assert result["ok"], result
+    assert result["cert_not_after"] == (now + datetime.timedelta(days=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    since = fleet.sh("tier2", "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    time.sleep(1)
+    rc, output = ansible_run(fleet, "site.yml", "--limit", "tier2", *new)
+    assert rc == 0, output[-4000:]
+    assert recap(output)["tier2"]["changed"] == 0, output[-3000:]
+    assert chronyd_starts_since(fleet, "tier2", since) == 0
 
 
 def test_report_shows_every_host(fleet, rollout, tmp_path):

@@ -9,18 +9,12 @@ import re
 
 import pytest
 
+from tests.lab.conftest import recap
 from tests.lib.nts_checks import assert_nts_healthy, wait_nts_healthy
 
 pytestmark = pytest.mark.lab
 
 MANAGED = ["/etc/chrony/chrony.conf", "/etc/default/chrony", "/etc/systemd/system/chrony.service.d/50-chrony-nts.conf"]
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    hosts = {}
-    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.M):
-        hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return hosts
 
 
 def runner(lab, client):
