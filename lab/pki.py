@@ -46,9 +46,17 @@ class Authority:
     cert: x509.Certificate
 
     @classmethod
-    def create(cls, common_name: str, days: int = 30) -> Authority:
+    def create(
+        cls,
+        common_name: str,
+        days: int = 30,
+        not_before: _dt.datetime | None = None,
+        not_after: _dt.datetime | None = None,
+    ) -> Authority:
+        """A new self-signed CA, valid from an hour ago for ``days`` days unless the window is given."""
         key = ec.generate_private_key(ec.SECP256R1())
-        start = _now() - _dt.timedelta(hours=1)
+        start = not_before or (_now() - _dt.timedelta(hours=1))
+        end = not_after or (start + _dt.timedelta(days=days))
         cert = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name))
@@ -56,7 +64,7 @@ class Authority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(start)
-            .not_valid_after(start + _dt.timedelta(days=days))
+            .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(

@@ -5,6 +5,10 @@ the DNS names and IP addresses the test needs and with any validity window (expi
 certificates are how clock/certificate failures are provoked). A second, unrelated CA is simply another
 ``CertificateAuthority``: a client trusting one CA must reject a server certificate issued by the other.
 
+The certificates themselves come from the lab's CA code (``lab/pki.py``, :class:`Authority`): one implementation of
+the extensions an NTS server certificate needs. This module adds the files, modes and validity defaults the loopback
+tests want.
+
 Files are written with tight modes. chronyd drops privileges to ``_chrony`` after start, so everything it must
 read is group-readable by ``_chrony``: private keys ``0640 root:_chrony``, certificates ``0644``. The directory
 the files live in must itself be traversable by ``_chrony`` (see :func:`make_shared_dir`).
@@ -14,16 +18,30 @@ from __future__ import annotations
 
 import datetime
 import grp
+import importlib.util
 import ipaddress
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+def _lab_pki():
+    """lab/pki.py, loaded from its path (``lab`` is not a package, and ``tests.lab`` would shadow the name)."""
+    path = Path(__file__).resolve().parents[2] / "lab" / "pki.py"
+    spec = importlib.util.spec_from_file_location("chrony_nts_lab_pki", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+Authority = _lab_pki().Authority
 
 CHRONY_GROUP = "_chrony"
 
@@ -65,12 +83,6 @@ def _write(path: Path, data: bytes, mode: int, gid: int | None = None) -> Path:
     return path
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 @dataclass
 class ServerCertificate:
     """An issued server certificate and where its PEM files are."""
@@ -100,40 +112,13 @@ class CertificateAuthority:
         if not self.name or "/" in self.name:
             raise ValueError(f"CA name must be a non-empty file-name part, got {self.name!r}")
         now = _utcnow()
-        not_before = self.not_before or now - datetime.timedelta(days=1)
-        not_after = self.not_after or now + datetime.timedelta(days=30)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{self.name} private test CA")])
-        ski = x509.SubjectKeyIdentifier.from_public_key(self.key.public_key())
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(ski, critical=False)
-            .sign(self.key, hashes.SHA256())
+        self._authority = Authority.create(
+            f"{self.name} private test CA",
+            not_before=self.not_before or now - datetime.timedelta(days=1),
+            not_after=self.not_after or now + datetime.timedelta(days=30),
         )
-        self.cert_path = _write(
-            self.directory / f"{self.name}-ca.pem", self.cert.public_bytes(serialization.Encoding.PEM), 0o644
-        )
+        self.key, self.cert = self._authority.key, self._authority.cert
+        self.cert_path = _write(self.directory / f"{self.name}-ca.pem", self._authority.cert_pem, 0o644)
 
     def issue(
         self,
@@ -155,10 +140,9 @@ class CertificateAuthority:
         ips = tuple(ips)
         if not dns_names and not ips:
             raise ValueError("a server certificate needs at least one DNS name or IP address in its SAN")
-        san: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
         for ip in ips:
             try:
-                san.append(x509.IPAddress(ipaddress.ip_address(ip)))
+                ipaddress.ip_address(ip)
             except ValueError:
                 raise ValueError(f"ips: {ip!r} is not an IP address") from None
         now = _utcnow()
@@ -166,25 +150,10 @@ class CertificateAuthority:
         not_after = not_after or now + datetime.timedelta(days=30)
         if not_after <= not_before:
             raise ValueError(f"not_after ({not_after.isoformat()}) must be later than not_before ({not_before})")
-        key = ec.generate_private_key(ec.SECP256R1())
-        cn = dns_names[0] if dns_names else ips[0]
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName(san), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        pem = cert.public_bytes(serialization.Encoding.PEM)
+        key_pem, cert_pem = self._authority.issue(list(dns_names), list(ips), not_before, not_after)
         if include_chain:
-            pem += self.cert.public_bytes(serialization.Encoding.PEM)
-        cert_path = _write(self.directory / f"{name}.crt", pem, 0o644)
-        key_path = _write(self.directory / f"{name}.key", _key_pem(key), 0o640, gid=chrony_gid())
-        return ServerCertificate(cert, key, cert_path, key_path, dns_names, ips)
+            cert_pem += self._authority.cert_pem
+        cert_path = _write(self.directory / f"{name}.crt", cert_pem, 0o644)
+        key_path = _write(self.directory / f"{name}.key", key_pem, 0o640, gid=chrony_gid())
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        return ServerCertificate(x509.load_pem_x509_certificate(cert_pem), key, cert_path, key_path, dns_names, ips)
