@@ -568,6 +568,9 @@ def render_rollout_markdown(summary: Dict[str, Any]) -> str:
     for f in summary["failed"]:
         lines += ["", "## %s failed" % f["host"], "", _md(f["reason"] or "no reason recorded")]
         lines.append("")
+        if (f["reason"] or "").startswith("unreachable"):
+            lines.append("Nothing was done to this host: it did not answer.")
+            continue
         lines.append(
             "Rolled back: %s; chrony.conf sha256 before %s, after %s."
             % ("yes" if f["rolled_back"] else "no", f["config_before"] or "absent", f["config_after"] or "absent")

@@ -244,3 +244,29 @@ def test_report_shows_every_host(fleet, rollout, tmp_path):
     drawn = [g.get("data-host") for g in svg.iter("{http://www.w3.org/2000/svg}g")]
     assert drawn == sorted(hosts)
     assert (tmp_path / "report.md").read_text().count("\n## ") == 8
+
+
+def test_a_batch_of_unreachable_hosts_is_judged_and_summarised(fleet, rollout, tmp_path):
+    """Every host of the batch is down: the run still judges the batch, stops, writes its summary and fails."""
+    fleet.podman("stop", "-t", "1", fleet.container("client6"))
+    try:
+        rc, output = ansible_run(
+            fleet,
+            "playbooks/rollout.yml",
+            "--limit", "client6,localhost",
+            "-e", '{"chrony_nts_rollout_batches": [1]}',
+            "-e", f"chrony_nts_rollout_dir={tmp_path}",
+            "-e", "chrony_nts_rollout_id=lost",
+        )  # fmt: skip
+    finally:
+        fleet.podman("start", fleet.container("client6"))
+    assert rc != 0, output[-3000:]
+    summary = json.loads((tmp_path / "lost" / "summary.json").read_text())
+    assert summary["outcome"] == "stopped" and summary["untouched"] == [], summary  # localhost is not a rollout host
+    failed = {f["host"]: f for f in summary["failed"]}
+    assert list(failed) == ["client6"], summary
+    assert failed["client6"]["reason"].startswith("unreachable"), failed
+    batches = json.loads((tmp_path / "lost" / "batches.json").read_text())
+    assert batches[-1]["failed"] == ["client6"] and batches[-1]["stopped"] is True, batches
+    host = json.loads((tmp_path / "lost" / "hosts" / "client6.json").read_text())
+    assert host["status"] == "failed" and host["rolled_back"] is False and host["changed"] is False, host

@@ -252,6 +252,16 @@ def test_rollout_host_lost_in_a_batch_counts_as_failed_not_untouched():
     assert "client3" not in s["untouched"]
 
 
+def test_rollout_unreachable_host_is_failed_and_said_untouched():
+    hosts, batches, results = rollout_record()
+    results = [r for r in results if r["host"] != "client3"]
+    lost = {"host": "client3", "status": "failed", "changed": False, "rolled_back": False}
+    results.append({**lost, "config_before": None, "config_after": None, "reason": "unreachable: No route to host"})
+    md = nr.render_rollout_markdown(nr.build_rollout_summary("run1", hosts, batches, results))
+    assert "## client3 failed\n\nunreachable: No route to host\n\nNothing was done to this host" in md
+    assert "Rolled back: no" not in md
+
+
 def test_rollout_complete_and_unfinished_batch():
     s = nr.build_rollout_summary("r", ["a"], [{"hosts": ["a"], "started": 1.0, "ended": None}], [])
     assert s["outcome"] == "complete" and s["untouched"] == ["a"] and s["batches"][0]["wall_time"] is None
