@@ -270,3 +270,17 @@ def test_a_batch_of_unreachable_hosts_is_judged_and_summarised(fleet, rollout, t
     assert batches[-1]["failed"] == ["client6"] and batches[-1]["stopped"] is True, batches
     host = json.loads((tmp_path / "lost" / "hosts" / "client6.json").read_text())
     assert host["status"] == "failed" and host["rolled_back"] is False and host["changed"] is False, host
+
+    # The summary can be rebuilt from the record alone (after an interrupted run): same content, nothing deployed.
+    (tmp_path / "lost" / "summary.json").unlink()
+    rc, output = ansible_run(
+        fleet,
+        "playbooks/rollout.yml",
+        "--tags", "summary",
+        "--limit", "client6,localhost",
+        "-e", f"chrony_nts_rollout_dir={tmp_path}",
+        "-e", "chrony_nts_rollout_id=lost",
+    )  # fmt: skip
+    assert rc != 0, output[-3000:]  # still a stopped rollout
+    assert "Run the role" not in output
+    assert json.loads((tmp_path / "lost" / "summary.json").read_text()) == summary
