@@ -390,11 +390,8 @@ def _make_parents(path):
 
 
 def write(entry, restorecon):
-    """Put the entry in place atomically (temp file in the same directory, then rename), keeping the SELinux label."""
+    """Put a present entry in place atomically (temp file in its directory, then rename), keeping the SELinux label."""
     path = entry["path"]
-    if entry["state"] == "absent":
-        os.unlink(path)
-        return
     created = _make_parents(path)
     label = _selinux_label(path) if entry["existed"] else None
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".chrony-nts", dir=os.path.dirname(path))

@@ -1,9 +1,10 @@
 """Render the chrony_nts role's files for a Debian and a RHEL host and check them with the real chronyd.
 
-Runs ansible-playbook on localhost (connection: local) with the role's own tasks files for the steps that only compute
-(set_vars.yml, preflight.yml, daemon_options.yml), then renders the role's templates into a temp dir. Nothing is written
-outside the temp dir, no service is touched, and ``chronyd -p`` only parses (it never starts a daemon or steers the
-clock). The platform is simulated by setting the facts the role reads (os_family, distribution, ...).
+Runs ansible-playbook on localhost (connection: local) with the role's own tasks files for the steps that only read or
+compute (set_vars.yml, whose chrony_nts_host call only reads this machine; preflight.yml; render.yml), then writes what
+render.yml produced, exactly what chrony_nts_apply would receive, into a temp dir. Nothing is written outside the temp
+dir, no service is touched, and ``chronyd -p`` only parses (it never starts a daemon or steers the clock).
+The platform is simulated by setting the facts the role reads (os_family, distribution, ...).
 """
 
 from __future__ import annotations
