@@ -502,6 +502,38 @@ def _der_length_ok(der: bytes) -> bool:
     return der[offset] == 0x30  # tbsCertificate is a SEQUENCE too
 
 
+def _x509_ca_problem(der: bytes) -> str | None:
+    """Why ``der`` cannot serve chronyd as a trust anchor, or None.
+
+    It must parse as an X.509 certificate and be a CA (basicConstraints CA:TRUE) or self-signed (a pinned
+    server certificate, which GnuTLS also accepts as a trust anchor). A block that merely frames like DER (a
+    SEQUENCE holding a SEQUENCE) is refused here, before any host is touched. Without the ``cryptography``
+    package (the controller always has it: ansible-core depends on it) only the DER framing is checked.
+    """
+    try:
+        from cryptography import x509
+    except ImportError:  # pragma: no cover - ansible-core requires cryptography
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        subject, issuer = cert.subject, cert.issuer
+    except Exception as exc:  # cryptography raises ValueError and friends for junk
+        return "is not an X.509 certificate (%s)" % (str(exc).split("\n")[0] or type(exc).__name__)
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    except Exception as exc:  # a malformed extension
+        return "has unreadable extensions (%s)" % exc
+    if not is_ca and subject != issuer:
+        return (
+            "is not a CA certificate: subject %s was issued by %s and has no basicConstraints CA:TRUE; give the "
+            "certificate of the CA that signed the server's certificate"
+            % (subject.rfc4514_string(), issuer.rfc4514_string())
+        )
+    return None
+
+
 _PEM_BEGIN_RE = re.compile(r"-----BEGIN ([^-\r\n]*)-----")
 _PEM_BLOCK_RE = re.compile(r"-----BEGIN ([^-\r\n]*)-----(.*?)-----END ([^-\r\n]*)-----", re.DOTALL)
 
@@ -552,6 +584,10 @@ def check_pem_certificates(text: Any, field: str = "ca") -> int:
                 "%s: PEM block #%d (CERTIFICATE) does not decode to a DER certificate (a SEQUENCE of the stated "
                 "length holding a SEQUENCE)" % (field, i)
             )
+            continue
+        problem = _x509_ca_problem(der)
+        if problem:
+            errors.append("%s: PEM block #%d (CERTIFICATE) %s" % (field, i, problem))
     if errors:
         raise NtsCatalogError(errors)
     return len(blocks)

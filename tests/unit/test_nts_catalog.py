@@ -6,6 +6,7 @@ option table is cross-checked against the chronyd installed here with ``chronyd 
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime
 import importlib.util
@@ -747,3 +748,41 @@ def test_filter_plugin_wraps_the_functions(shipped):
         filters["nts_select"](merged, {"providers_deny": ["ptbb"]})
     with pytest.raises(AnsibleFilterError, match=r"ca: contains no PEM CERTIFICATE block"):
         filters["nts_pem_check"]("nope")
+
+
+# ----------------------------------------------------------------------------------------------- X.509 CA check
+
+
+def _pem(der: bytes) -> str:
+    body = base64.encodebytes(der).decode()
+    return "-----BEGIN CERTIFICATE-----\n" + body + "-----END CERTIFICATE-----\n"
+
+
+def test_block_that_frames_like_der_but_is_no_certificate_is_refused_naming_the_field():
+    # A SEQUENCE holding a SEQUENCE passes the DER framing check but is not a certificate: chronyd would load no CA.
+    junk = _pem(bytes([0x30, 0x06, 0x30, 0x04, 0x02, 0x02, 0x01, 0x00]))
+    msg = one_error(nc.select_servers, None, {"min_sources": 1}, [{"host": "s.corp", "ca": junk}])
+    assert msg.startswith("site_servers[0] (host 's.corp'): ca: PEM block #1 (CERTIFICATE) is not an X.509 certificate")
+
+
+def test_leaf_certificate_given_as_ca_is_refused(ca_pem):
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(_name("s.corp"))
+        .issuer_name(_name("site ca"))
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = leaf.public_bytes(serialization.Encoding.PEM).decode()
+    msg = one_error(nc.select_servers, None, {"min_sources": 1}, [{"host": "s.corp", "ca": pem}])
+    assert msg.startswith("site_servers[0] (host 's.corp'): ca: PEM block #1 (CERTIFICATE) is not a CA certificate")
+    assert "CN=s.corp" in msg and "CN=site ca" in msg
+    # the real CA of the same name passes
+    assert nc.check_pem_certificates(ca_pem[0]) == 1
