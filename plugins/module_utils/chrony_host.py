@@ -130,3 +130,35 @@ def journal_causes(lines: Sequence[str], sources: Sequence[str]) -> Dict[str, st
         if hits:
             causes[name] = hits[-1]
     return causes
+
+
+# What a chronyd log line about an NTS source means, from the host's point of view (GnuTLS and chronyd wording, 4.x).
+_KINDS = (
+    (re.compile(r"(?i)issuer is unknown|NOT trusted|signer not found"), "certificate not trusted: wrong or missing CA"),
+    (re.compile(r"(?i)expired certificate|certificate has expired"), "certificate expired"),
+    (re.compile(r"(?i)not yet valid|not yet activated"), "certificate not yet valid (is the host's clock behind?)"),
+    (re.compile(r"(?i)name in the certificate does not match|does not match the expected"),
+     "certificate name does not match the server name"),
+    (re.compile(r"(?i)connection refused"), "NTS-KE refused: nothing listens on the NTS-KE port"),
+    (re.compile(r"(?i)timed? ?out"), "NTS-KE timed out (TCP 4460 filtered, or the server is down)"),
+    (re.compile(r"(?i)could not resolve|name or service not known|temporary failure in name"),
+     "the name does not resolve"),
+    (re.compile(r"(?i)\bNAK\b"), "NTS NAK: the server rejected the cookies"),
+)  # fmt: skip
+
+
+def cause_kind(line: str) -> Optional[str]:
+    """A short label for a chronyd log line about a failing NTS source (certificate, refused, timeout, DNS), or None."""
+    for pattern, label in _KINDS:
+        if pattern.search(line):
+            return label
+    return None
+
+
+def explain_causes(causes: Dict[str, str]) -> Dict[str, str]:
+    """``{source: "label: log line"}`` (the line alone when it matches no known kind)."""
+    out = {}
+    for name, line in causes.items():
+        kind = cause_kind(line)
+        out[name] = "%s: %s" % (kind, line.strip()) if kind else line.strip()
+    return out

@@ -597,8 +597,24 @@ CAUSE_KE_NEVER = (
 CAUSE_KE_NOT_TRIED = "NTS key exchange not attempted yet"
 CAUSE_NAK = "NTS NAK received (server rejected cookies)"
 CAUSE_NO_COOKIES = "no cookies (the server's replies are lost or it rejected the cookies; a new key exchange is due)"
+CAUSE_KE_FAILING = (
+    "NTS key exchange failing: {attempts} attempt(s) since the last success and no cookies left (TCP 4460 blocked, "
+    "server down, or certificate rejected: see chronyd's log)"
+)
 CAUSE_UNREACHABLE = "unreachable: no reply on UDP (port 123 blocked or server down)"
 CAUSE_NOT_AUTHENTICATED = "no authenticated sample yet"
+CAUSE_NO_REPLY = (
+    "unreachable: no reply on UDP port {port} during this check ({sent} request(s) sent, none answered: server down "
+    "or UDP blocked); last reply {age}"
+)
+CAUSE_NO_REQUEST = "no NTP request sent during this check (chronyd is waiting: no cookies, or a key exchange due)"
+CAUSE_REJECTED_REPLIES = (
+    "{received} reply(ies) during this check, none valid and authenticated (NTS NAK, wrong keys or a forged reply)"
+)
+CAUSE_STALE_KE = (
+    "its last NTS key exchange ({age}) predates this change, so the new trust settings (CA, certset, name or ports) "
+    "were not used: cookies saved before the change answered"
+)
 CAUSE_NOT_SELECTED = "not selected for synchronisation (state {state!r}: {meaning})"
 CAUSE_MISSING = "not configured in the running chronyd (absent from chronyc sources, or its name is not resolved)"
 
@@ -640,6 +656,9 @@ class SourceHealth:
             "offset": s.adjusted_offset if s else None,
             "last_rx": s.last_rx if s else None,
             "authenticated": n.authenticated if n else None,
+            "total_tx": n.total_tx if n else None,
+            "total_rx": n.total_rx if n else None,
+            "total_valid_rx": n.total_valid_rx if n else None,
             "healthy": self.healthy,
             "cause": self.cause,
             "problems": list(self.problems),
@@ -688,12 +707,66 @@ def join_sources(report: StatusReport) -> List[SourceHealth]:
     return joined
 
 
-def diagnose(health: SourceHealth, require_selected: bool = False) -> SourceHealth:
+Counters = Tuple[int, int, int]
+"""(total_tx, total_rx, total_valid_rx) of one source, from ``ntpdata``."""
+
+
+def source_key(health: "SourceHealth") -> str:
+    """Key of a source across polls: configured name plus the address it resolved to (pools share a name)."""
+    return "%s|%s" % (health.name, health.ntp.remote_address if health.ntp else "")
+
+
+def counters(health: "SourceHealth") -> Optional[Counters]:
+    n = health.ntp
+    return None if n is None else (n.total_tx, n.total_rx, n.total_valid_rx)
+
+
+def _age(seconds: Optional[int]) -> str:
+    return "never" if seconds is None else "%d s ago" % seconds
+
+
+def _fresh_problem(health: SourceHealth, baseline: Dict[str, Counters]) -> Optional[str]:
+    """Why the source has no authenticated reply received during this check, or None when it has one.
+
+    ``total_valid_rx`` counts replies that passed chronyd's packet tests, authentication included (an NTS NAK or a
+    reply that fails authentication is not valid), so it moving since the baseline is an authenticated reply received
+    now. A counter below its baseline means chronyd restarted meanwhile: everything it counts is then new.
+    """
+    now = counters(health)
+    if now is None:
+        return CAUSE_NOT_AUTHENTICATED
+    base = baseline.get(source_key(health), (0, 0, 0))
+    if now[2] < base[2] or now[1] < base[1] or now[0] < base[0]:
+        base = (0, 0, 0)
+    sent, received, valid = (now[0] - base[0], now[1] - base[1], now[2] - base[2])
+    if valid > 0:
+        return None
+    if received > 0:
+        return CAUSE_REJECTED_REPLIES.format(received=received)
+    if sent > 0:
+        port = health.ntp.remote_port if health.ntp and health.ntp.remote_port else 123
+        last_rx = health.source.last_rx if health.source else None
+        return CAUSE_NO_REPLY.format(port=port, sent=sent, age=_age(last_rx))
+    return CAUSE_NO_REQUEST
+
+
+def diagnose(
+    health: SourceHealth,
+    require_selected: bool = False,
+    baseline: Optional[Dict[str, Counters]] = None,
+    ke_max_age: Optional[int] = None,
+) -> SourceHealth:
     """Fill ``health.problems`` (most fundamental first). Healthy = NTS, KeyID > 0, no NAK, cookies > 0, reachable,
     last response authenticated (and selected/combined if ``require_selected``).
 
-    Cookies alone prove nothing after a restart: chronyd reloads them from ``ntsdumpdir`` without contacting the
-    server, hence reachability and an authenticated sample are required too.
+    ``baseline`` (the counters of :func:`counters` at the start of the check, keyed by :func:`source_key`; an empty
+    dict when chronyd started during the check) makes the verdict fresh: the source must also have received a valid,
+    authenticated reply since then. Reach and cookies are history: chronyd keeps a dead source selected for up to
+    eight lost polls and reloads cookies from ``ntsdumpdir`` at start, so without ``baseline`` the verdict is only
+    as good as that history.
+
+    ``ke_max_age`` (seconds) requires the source's last NTS key exchange to be at most that old: for a source whose
+    trust settings just changed, so that cookies saved before the change cannot prove it.
     """
     a, s, n = health.auth, health.source, health.ntp
     problems: List[str] = []
@@ -705,14 +778,24 @@ def diagnose(health: SourceHealth, require_selected: bool = False) -> SourceHeal
         else:
             if a.key_id == 0 and a.cookies == 0:
                 problems.append(CAUSE_KE_NEVER if a.attempts > 0 else CAUSE_KE_NOT_TRIED)
+            elif a.cookies == 0 and a.attempts > 0:
+                problems.append(CAUSE_KE_FAILING.format(attempts=a.attempts))
             if a.naks > 0:
                 problems.append(CAUSE_NAK)
-            if a.cookies == 0 and a.key_id > 0:
+            if a.cookies == 0 and a.key_id > 0 and a.attempts == 0:
                 problems.append(CAUSE_NO_COOKIES)
-        if s.reach == 0:
+            if ke_max_age is not None and a.key_id > 0:
+                if a.last_key_exchange is None or a.last_key_exchange > ke_max_age:
+                    problems.append(CAUSE_STALE_KE.format(age=_age(a.last_key_exchange)))
+        if baseline is not None:
+            stale = _fresh_problem(health, baseline)
+            if stale:
+                problems.append(stale)
+        elif s.reach == 0:
             problems.append(CAUSE_UNREACHABLE)
         if n is None or not n.authenticated:
-            problems.append(CAUSE_NOT_AUTHENTICATED)
+            if CAUSE_NOT_AUTHENTICATED not in problems:
+                problems.append(CAUSE_NOT_AUTHENTICATED)
         if require_selected and s.state not in "*+":
             problems.append(CAUSE_NOT_SELECTED.format(state=s.state, meaning=SOURCE_STATES.get(s.state, "?")))
     health.problems = problems
@@ -740,13 +823,17 @@ def evaluate(
     required: Sequence[str] = (),
     require_selected: bool = False,
     require_synchronised: bool = False,
+    baseline: Optional[Dict[str, Counters]] = None,
+    ke_max_age: Optional[Dict[str, int]] = None,
 ) -> Verdict:
     """Judge a status report: at least ``min_sources`` healthy NTS sources, every name in ``required`` healthy
     (for names shared by several sources, e.g. a pool, one healthy source suffices), and optionally the system
-    clock synchronised (tracking leap status not 'Not synchronised')."""
+    clock synchronised (tracking leap status not 'Not synchronised'). ``baseline`` and ``ke_max_age`` (per name)
+    are passed to :func:`diagnose`."""
     if min_sources < 0:
         raise ValueError(f"min_sources must be >= 0, got {min_sources}")
-    sources = [diagnose(h, require_selected) for h in join_sources(report)]
+    ke_max_age = ke_max_age or {}
+    sources = [diagnose(h, require_selected, baseline, ke_max_age.get(h.name)) for h in join_sources(report)]
     present = {h.name for h in sources}
     for name in required:
         if name not in present:
@@ -785,6 +872,12 @@ def status_command(chronyc: str, socket: Optional[str] = None) -> List[str]:
     return [chronyc, *(["-h", socket] if socket else []), "-c", "-N", "-m", *STATUS_COMMANDS]
 
 
+def burst_command(chronyc: str, socket: Optional[str] = None, good: int = 1, total: int = 4) -> List[str]:
+    """``chronyc burst GOOD/TOTAL``: every source sends a request at once (0.2 s, or 2 s after its previous one),
+    until GOOD valid replies or TOTAL requests, 2 s apart. It costs one packet per healthy source."""
+    return [chronyc, *(["-h", socket] if socket else []), "burst", "%d/%d" % (good, total)]
+
+
 def wait_for_nts(
     run,
     cmd: Sequence[str],
@@ -797,13 +890,25 @@ def wait_for_nts(
     require_synchronised: bool = False,
     clock=None,
     sleep=None,
+    fresh: bool = True,
+    started: Optional[float] = None,
+    burst: Optional[Sequence[str]] = None,
+    burst_every: float = 8.0,
+    fresh_ke: Sequence[str] = (),
 ) -> dict:
     """Poll chronyd (``run(argv) -> (rc, stdout, stderr)``) until the health predicate holds or ``timeout`` passes.
 
-    Returns a dict: ``verified`` (bool), ``elapsed``, ``polls``, ``sources`` (per-source dicts), ``healthy_sources``,
-    ``unhealthy_sources`` (name and cause), ``reasons``, ``tracking`` (when chronyd answered) and, when not verified,
-    ``msg`` (why, naming each unhealthy source) and ``fatal`` (True when chronyd could not be judged at all: no answer,
-    501, unparsable output).
+    Fresh (the default): a source counts only on a valid, authenticated reply received during this check. When
+    chronyd was (re)started for this check, ``started`` is the ``clock()`` value just before the start and everything
+    chronyd counts is new; otherwise the first poll is the baseline and ``burst`` (argv, see :func:`burst_command`)
+    asks every source for a sample at once, again every ``burst_every`` seconds while the predicate does not hold.
+    A dead server therefore makes the check fail within ``timeout`` whatever its history. The names in ``fresh_ke``
+    must also have made an NTS key exchange after ``started`` (their trust settings changed).
+
+    Returns a dict: ``verified`` (bool), ``elapsed``, ``polls``, ``bursts``, ``fresh``, ``sources`` (per-source
+    dicts), ``healthy_sources``, ``unhealthy_sources`` (name and cause), ``reasons``, ``tracking`` (when chronyd
+    answered) and, when not verified, ``msg`` (why, naming each unhealthy source) and ``fatal`` (True when chronyd
+    could not be judged at all: no answer, 501, unparsable output).
     """
     clock = clock or time.monotonic
     sleep = sleep or time.sleep
@@ -813,6 +918,8 @@ def wait_for_nts(
         "verified": False,
         "elapsed": 0.0,
         "polls": 0,
+        "bursts": 0,
+        "fresh": fresh,
         "sources": [],
         "healthy_sources": [],
         "unhealthy_sources": [],
@@ -820,6 +927,9 @@ def wait_for_nts(
     }
     verdict = None
     last_error = None
+    baseline: Optional[Dict[str, Counters]] = {} if (fresh and started is not None) else None
+    ke_since = start if started is None else started
+    next_burst = None
     while True:
         result["polls"] += 1
         try:
@@ -829,12 +939,19 @@ def wait_for_nts(
                 detail = (err or out).strip() or "no output"
                 raise ChronycError(None, f"chronyc exited with rc {rc}: {detail}", out + err)
             report = parse_status_output(out)
+            if fresh and baseline is None:
+                baseline = {source_key(h): counters(h) or (0, 0, 0) for h in join_sources(report)}
+                next_burst = clock()
+            # authdata's Last is whole seconds: one second of slack on the age since the start.
+            ke_age = int(clock() - ke_since) + 1
             verdict = evaluate(
                 report,
                 min_sources=min_sources,
                 required=required,
                 require_selected=require_selected,
                 require_synchronised=require_synchronised,
+                baseline=baseline if fresh else None,
+                ke_max_age={name: ke_age for name in fresh_ke},
             )
             last_error = None
             result["tracking"] = tracking_to_dict(report.tracking)
@@ -861,6 +978,12 @@ def wait_for_nts(
             break
         if now >= deadline:
             break
+        if burst and next_burst is not None and now >= next_burst:
+            # Ask for samples now instead of waiting for the next poll (up to 2^maxpoll s); its answer is ignored:
+            # the counters say whether replies came.
+            run(list(burst))
+            result["bursts"] += 1
+            next_burst = now + burst_every
         sleep(min(interval, max(0.0, deadline - now)))
 
     result["elapsed"] = round(clock() - start, 3)

@@ -15,11 +15,16 @@ description:
     until enough NTS sources are healthy or O(timeout) passes, then reports every source and, when the check fails,
     why each unhealthy source is unhealthy.
   - "A source is healthy when C(authdata) shows mode C(NTS), C(KeyID) > 0 (a key exchange succeeded), no NTS NAK and
-    at least one cookie, C(sources) shows it reachable (Reach register not 0) and C(ntpdata) says the last response
-    was authenticated. Cookies alone prove nothing right after a restart: chronyd reloads them from C(ntsdumpdir)
-    without contacting the server."
+    at least one cookie, C(ntpdata) says the last response was authenticated and, with O(fresh) (the default), a
+    valid authenticated reply arrived during this check: C(ntpdata)'s valid-reply counter moved since the module's
+    first poll. Reach, cookies and the selected state are history: chronyd keeps a dead source selected for up to
+    eight lost polls (over two hours at poll 10) and reloads cookies from C(ntsdumpdir) at start."
+  - With O(burst) (the default), the module runs C(chronyc burst 1/4) after its first poll, and again every 8 s
+    while the check does not hold, so each source answers within about 0.2 s instead of at its next poll. A healthy
+    source costs one extra request per check; a dead one fails the check within O(timeout)."
   - Meant to run right after (re)starting chronyd, so a role can roll back a configuration that breaks NTS.
-  - Read-only. Never changes anything; runs the same checks in check mode.
+  - Changes nothing on the host (a burst only asks the sources for samples early); runs the same checks in check
+    mode.
   - "C(authdata) and C(ntpdata) are answered only over chronyd's Unix command socket, which needs root or the chrony
     user: run the task with C(become: true)."
 version_added: "1.0.0"
@@ -61,6 +66,18 @@ options:
       - Also require the system clock to be synchronised (C(tracking) leap status not C(Not synchronised)).
     type: bool
     default: false
+  fresh:
+    description:
+      - Count a source only on an authenticated reply received during this check. V(false) judges chronyd's
+        history alone, which can be hours old; use it only to read state, never to prove NTS works.
+    type: bool
+    default: true
+  burst:
+    description:
+      - Ask every source for a sample at once (C(chronyc burst 1/4)) so a fresh check takes a fraction of a second
+        with any polling interval. Without it a fresh check waits for the sources' next polls.
+    type: bool
+    default: true
   chronyc_path:
     description:
       - Name or path of the C(chronyc) program.
@@ -80,7 +97,7 @@ options:
 attributes:
   check_mode:
     support: full
-    description: The module only reads; it performs the same checks in check mode.
+    description: The module changes nothing; it performs the same checks in check mode.
 notes:
   - Works with chrony 4.0 to 4.8 (the C(ntpdata) layout is chosen from its field count, 33, 34 or 38 fields).
   - Each poll runs one C(chronyc) process; chrony older than 4.4 has no C(-e), the reports are split by shape.
@@ -254,6 +271,7 @@ chrony_version:
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.chrony_status import (  # noqa: E402
     ChronyParseError,
+    burst_command,
     parse_version,
     status_command,
     wait_for_nts,
@@ -287,6 +305,8 @@ def main():
             chronyc_path=dict(type="str", default="chronyc"),
             socket=dict(type="path"),
             fail_on_unhealthy=dict(type="bool", default=True),
+            fresh=dict(type="bool", default=True),
+            burst=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
     )
@@ -338,6 +358,8 @@ def main():
         interval=p["interval"],
         require_selected=p["require_selected"],
         require_synchronised=p["require_synchronised"],
+        fresh=p["fresh"],
+        burst=burst_command(chronyc, p["socket"]) if p["burst"] and p["fresh"] else None,
     )
     msg = polled.pop("msg", None)
     fatal = polled.pop("fatal", False)

@@ -21,6 +21,19 @@ description:
     Otherwise the service is only started if it is not running. It is enabled in both cases.
   - Then, on every run, changed or not, proves NTS works by polling C(chronyc) until the health predicate of the
     C(chrony_authdata) module holds (O(verify)). A second run is therefore a compliance check.
+  - The proof is fresh. A source counts only on a valid, authenticated reply received during this call: after a
+    (re)start everything chronyd received is new; without one, the module takes the counters of C(chronyc ntpdata)
+    as a baseline and runs C(chronyc burst 1/4) so every source answers within about 0.2 s instead of at its next
+    poll. A server that stopped answering makes the run fail within O(verify.timeout), although chronyd keeps such a
+    source selected for up to eight lost polls.
+  - The proof goes through the trust settings just written. With O(config), every NTS source of that file gets a
+    fingerprint of its trust inputs (name, port, ntsport, certset, the bytes of its C(ntstrustedcerts) files,
+    C(nosystemcert)). A source whose fingerprint differs from the one recorded in O(trust_state) after the last proof
+    (every source when there is no record) loses its saved cookies while chronyd is stopped, so the start makes a new
+    NTS key exchange with the new settings, and the proof requires that key exchange to be newer than the start.
+    Unchanged sources keep their cookies.
+  - Every C(ntstrustedcerts) path of O(config) must exist on the host and hold a PEM certificate (a site server's
+    C(ca_file) included), else the module stops before any change.
   - When the service does not come up or the proof fails after a change, every file is put back byte for byte,
     systemd reloaded when needed, the service restarted on the restored files, and the module fails with the verify
     report, chronyd's own log line for each failed source, and what was restored.
@@ -121,6 +134,21 @@ options:
         description: The clock must be synchronised.
         type: bool
         default: false
+      fresh:
+        description:
+          - Count a source only on an authenticated reply received during this call (see the description). V(false)
+            judges chronyd's history (reach, cookies, last sample), which can be minutes or hours old.
+        type: bool
+        default: true
+  config:
+    description:
+      - Path of chrony's main configuration file (one of O(files) or already on the host). Its NTS sources' trust
+        settings are tracked in O(trust_state); omit it to not track them.
+    type: path
+  trust_state:
+    description: Where the trust fingerprints of the last successful proof are kept (root only, mode 0600).
+    type: path
+    default: /var/lib/chrony-nts/trust.json
   rollback:
     description: Keep a rollback point and restore it when the service or the proof fails after a change.
     type: bool
@@ -211,6 +239,14 @@ timings:
   returned: always
   type: dict
   sample: {version: 0.004, compare_validate: 0.011, snapshot: 0.003, write: 0.002, service: 0.21, verify: 1.8}
+trust:
+  description:
+    - With O(config), the NTS sources whose trust settings differ from the last proof (C(changed_sources)), why
+      (C(reason)), the record used (C(record)) and the cookie files removed before the start (C(dropped_cookies)).
+  returned: when O(config) and O(verify) are set and chronyd is installed
+  type: dict
+  sample: {changed_sources: [nts1.example.net], reason: trust settings changed since the last proof,
+           record: /var/lib/chrony-nts/trust.json, dropped_cookies: [/var/lib/chrony/192.0.2.1.nts]}
 rollback:
   description: What the rollback did (C(restored), C(removed_dirs), C(restarted) or C(stopped), C(disabled), C(error)).
   returned: on failure after a change
@@ -221,17 +257,29 @@ import grp  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
 import shutil  # noqa: E402
+import socket  # noqa: E402
 import stat  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.chrony_host import journal_causes  # noqa: E402
+from ansible.module_utils.chrony_host import explain_causes, journal_causes  # noqa: E402
 from ansible.module_utils.chrony_status import (  # noqa: E402
     ChronyParseError,
+    burst_command,
     parse_version,
     status_command,
     wait_for_nts,
+)
+from ansible.module_utils.chrony_trust import (  # noqa: E402
+    changed_sources,
+    dump_files,
+    fingerprints,
+    load_proven,
+    parse_trust,
+    read_trust_path,
+    save_proven,
+    trust_problems,
 )
 from ansible.module_utils.file_snapshot import (  # noqa: E402
     SnapshotError,
@@ -416,6 +464,17 @@ def write(entry, restorecon):
         restorecon([*created, path])
 
 
+def _resolve_error(name):
+    """Why ``name`` does not resolve on this host, or None when it does (or is an address)."""
+    try:
+        socket.getaddrinfo(name, 123, 0, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        return exc.strerror or str(exc)
+    except (OSError, UnicodeError) as exc:
+        return str(exc)
+    return None
+
+
 def _diff(entries):
     diffs = []
     for entry in entries:
@@ -433,6 +492,8 @@ class Apply(object):
         self.result = dict(changed=False, changed_files=[], restarted=False, enabled=False, reloaded=False, verify={})
         self.start = self._last = time.monotonic()
         self.was_active = True
+        self.started_at = None  # monotonic time just before this run (re)started chronyd
+        self.trust = None
         self.result["timings"] = {}
 
     def lap(self, step):
@@ -468,6 +529,62 @@ class Apply(object):
             )
         return True
 
+    def trust_plan(self, entries):
+        """Which NTS sources' trust inputs differ from those last proven on this host (None: not tracked).
+
+        Every ``ntstrustedcerts`` path of the new configuration must exist and hold a certificate, whether this run
+        writes it or it is already on the host (a site server's ``ca_file``): a missing one stops the run here.
+        """
+        config = self.p["config"]
+        if not config or self.p["verify"] is None:
+            return None
+        pending = {e["path"]: (e["bytes"] if e["state"] == "present" else None) for e in entries}
+        if config in pending:
+            data = pending[config]
+        else:
+            data = read_trust_path(config)
+        if data is None:
+            return None
+        parsed = parse_trust(data.decode("utf-8", "replace"))
+
+        def read(path):
+            return read_trust_path(path, pending)
+
+        problems = trust_problems(parsed, read)
+        if problems:
+            self.fail(
+                "the new %s trusts certificates that are not usable on this host: %s. Nothing was changed."
+                % (config, "; ".join(problems)),
+                stage="trust",
+            )
+        prints = fingerprints(parsed, read)
+        proven = load_proven(self.p["trust_state"])
+        changed = changed_sources(prints, proven)
+        self.result["trust"] = {
+            "changed_sources": changed,
+            "record": self.p["trust_state"] if proven is not None else None,
+            "reason": (
+                "no record of a proven key exchange under the current trust settings"
+                if proven is None
+                else "trust settings changed since the last proof"
+            )
+            if changed
+            else "unchanged since the last proof",
+        }
+        return {"parsed": parsed, "prints": prints, "changed": changed}
+
+    def drop_cookies(self):
+        """Remove the saved cookies of the sources whose trust changed (chronyd is stopped): the start then makes a
+        new NTS key exchange with the new settings for them, and only for them."""
+        removed = []
+        for path in dump_files(self.trust["parsed"]["ntsdumpdir"], self.trust["changed"]):
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+        self.result["trust"]["dropped_cookies"] = removed
+
     # --- the change -----------------------------------------------------------------------------------------------
     def restorecon(self, paths):
         tool = self.module.get_bin_path("restorecon")
@@ -493,11 +610,21 @@ class Apply(object):
     def service_up(self, restart):
         service = self.p["service"]
         state = self.host.unit_state(service)
-        if restart or state.get("ActiveState") != "active":
-            rc, _out, err = self.host.systemctl_do("restart" if restart else "start", service + ".service")
+        exercise = bool(self.trust and self.trust["changed"])
+        if restart or exercise or state.get("ActiveState") != "active":
+            action = "restart" if restart and not exercise else "start"
+            if exercise:
+                # chronyd writes every source's cookies when it stops: stop it first, then remove those of the
+                # sources whose trust changed, then start.
+                if state.get("ActiveState") == "active":
+                    rc, _out, err = self.host.systemctl_do("stop", service + ".service")
+                    if rc != 0:
+                        raise ApplyError("service", "systemctl stop %s failed (rc %d): %s" % (service, rc, err.strip()))
+                self.drop_cookies()
+            self.started_at = time.monotonic()
+            rc, _out, err = self.host.systemctl_do(action, service + ".service")
             if rc != 0:
-                raise ApplyError("service", "systemctl %s %s failed (rc %d): %s" % (
-                    "restart" if restart else "start", service, rc, err.strip()))  # fmt: skip
+                raise ApplyError("service", "systemctl %s %s failed (rc %d): %s" % (action, service, rc, err.strip()))
             self.result["restarted"] = True
         rc, out, _err = self.host.systemctl_do("is-enabled", service + ".service")
         if out.strip() not in ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated"):
@@ -525,6 +652,7 @@ class Apply(object):
         if not chronyc:
             raise ApplyError("verify", "chronyc not found: is chrony installed?")
         required = [name for name in spec["sources"] if name]
+        fresh_ke = self.trust["changed"] if (self.trust and self.started_at is not None) else []
         polled = wait_for_nts(
             self.host.run,
             status_command(chronyc),
@@ -534,6 +662,10 @@ class Apply(object):
             interval=spec["interval"],
             require_selected=spec["require_selected"],
             require_synchronised=spec["require_synchronised"],
+            fresh=spec["fresh"],
+            started=self.started_at,
+            burst=burst_command(chronyc),
+            fresh_ke=fresh_ke,
         )
         msg = polled.pop("msg", None)
         polled.pop("fatal", None)
@@ -543,12 +675,22 @@ class Apply(object):
 
     # --- after a failure ------------------------------------------------------------------------------------------
     def explain(self):
-        unhealthy = [s["name"] for s in self.result["verify"].get("unhealthy_sources", [])]
-        if not unhealthy or not self.module.get_bin_path("journalctl"):
-            return {}
-        rc, out, _err = self.host.run(["journalctl", "--unit", self.p["service"], "--boot", "--no-pager",
-                                       "--output", "cat", "--lines", "300"])  # fmt: skip
-        return journal_causes(out.splitlines(), unhealthy) if rc == 0 else {}
+        """For each unhealthy source, what the host sees: chronyd's latest log line about it, labelled (certificate,
+        NTS-KE refused or timed out, NAK), or that its name does not resolve here."""
+        unhealthy = self.result["verify"].get("unhealthy_sources", [])
+        causes = {}
+        for source in unhealthy:
+            if source.get("cause", "").startswith("not configured in the running chronyd"):
+                unresolved = _resolve_error(source["name"])
+                if unresolved:
+                    causes[source["name"]] = "the name does not resolve on this host: %s" % unresolved
+        rest = [s["name"] for s in unhealthy if s["name"] not in causes]
+        if rest and self.module.get_bin_path("journalctl"):
+            rc, out, _err = self.host.run(["journalctl", "--unit", self.p["service"], "--boot", "--no-pager",
+                                           "--output", "cat", "--lines", "300"])  # fmt: skip
+            if rc == 0:
+                causes.update(explain_causes(journal_causes(out.splitlines(), rest)))
+        return causes
 
     def roll_back(self):
         """Restore the rollback point and restart on it; returns the sentence for the failure message."""
@@ -620,9 +762,12 @@ class Apply(object):
                         validate(self.host, entry)
         except ApplyError as exc:
             self.fail(str(exc), stage=exc.stage)
+        if installed:
+            self.trust = self.trust_plan(entries)
+        exercise = bool(self.trust and self.trust["changed"])
         self.lap("compare_validate")
         self.result["changed_files"] = [e["path"] for e in changes]
-        self.result["changed"] = bool(changes) or self.p["restart"]
+        self.result["changed"] = bool(changes) or self.p["restart"] or exercise
         if self.module._diff and changes:
             self.result["diff"] = _diff(changes)
         if self.module.check_mode:
@@ -662,6 +807,8 @@ class Apply(object):
             if self.p["verify"] is not None:
                 self.prove()
                 self.lap("verify")
+                if self.trust:
+                    self.record_trust()
             else:
                 self.result["verify"] = {"skipped": True, "reason": "verify is not set"}
         except ApplyError as exc:
@@ -673,6 +820,13 @@ class Apply(object):
                 self.module.warn("could not keep the rollback point as the previous configuration: %s" % exc)
         self.done()
 
+    def record_trust(self):
+        """After a proof: these trust settings have been used by a key exchange (or by cookies from one)."""
+        try:
+            save_proven(self.p["trust_state"], self.trust["prints"], time.time())
+        except OSError as exc:  # the change is proven; the next run exercises the sources again
+            self.module.warn("could not record the proven trust settings in %s: %s" % (self.p["trust_state"], exc))
+
     def check_mode_verify(self, installed, changes):
         if self.p["verify"] is None:
             self.result["verify"] = {"skipped": True, "reason": "verify is not set"}
@@ -681,6 +835,10 @@ class Apply(object):
         elif changes:
             self.result["verify"] = {"skipped": True, "reason": "check mode, and the files would change (the "
                                      "running chronyd does not run the new configuration)"}  # fmt: skip
+        elif self.trust and self.trust["changed"]:
+            self.result["verify"] = {"skipped": True, "reason": "check mode, and a real run would restart chronyd "
+                                     "without the saved cookies of %s (%s)" % (", ".join(self.trust["changed"]),
+                                     self.result["trust"]["reason"])}  # fmt: skip
         else:
             try:
                 if self.host.unit_state(self.p["service"]).get("ActiveState") != "active":
@@ -697,7 +855,7 @@ class Apply(object):
             self.result["log_causes"] = causes
         parts = ["chrony_nts failed at %s: %s" % (exc.stage, str(exc).strip().rstrip(".") + ".")]
         if causes:
-            parts.append("chronyd log: " + "; ".join("%s: %s" % (k, v.rstrip(".")) for k, v in causes.items()) + ".")
+            parts.append("On the host: " + "; ".join("%s: %s" % (k, v.rstrip(".")) for k, v in causes.items()) + ".")
         if not changes:
             parts.append("This run had not changed chrony's files, so nothing was touched.")
         elif not self.p["rollback"]:
@@ -729,6 +887,7 @@ def main():
         interval=dict(type="float", default=0.25),
         require_selected=dict(type="bool", default=False),
         require_synchronised=dict(type="bool", default=False),
+        fresh=dict(type="bool", default=True),
     )
     module = AnsibleModule(
         argument_spec=dict(
@@ -742,6 +901,8 @@ def main():
             rollback=dict(type="bool", default=True),
             snapshot=dict(type="path", default="/var/lib/chrony-nts/snapshot"),
             run_id=dict(type="str", default=""),
+            config=dict(type="path"),
+            trust_state=dict(type="path", default="/var/lib/chrony-nts/trust.json"),
         ),
         supports_check_mode=True,
     )

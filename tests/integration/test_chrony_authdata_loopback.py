@@ -92,7 +92,8 @@ def test_saved_cookies_do_not_hide_a_dead_server(ca, chrony_procs):
     assert res["failed"] is True
     (src,) = res["sources"]
     assert src["cookies"] > 0 and src["key_id"] >= 1 and src["reach"] == 0
-    assert src["cause"] == "unreachable: no reply on UDP (port 123 blocked or server down)"
+    assert src["cause"].startswith("unreachable: no reply on UDP port"), src["cause"]
+    assert "during this check (" in src["cause"] and "none answered" in src["cause"]
     assert "unreachable" in res["msg"] and server.address in res["msg"]
 
 
@@ -118,3 +119,37 @@ def test_no_daemon_on_socket_fails_with_hint(pki_dir):
     res, _ = run_module(f"socket={pki_dir}/absent.sock timeout=0.5")
     assert res["failed"] is True and res["polls"] >= 2
     assert "chronyd is not running" in res["msg"] and "become: true" in res["msg"]
+
+
+def test_dead_server_is_red_without_restart_although_still_selected(ca, chrony_procs):
+    """The stale-proof case: chronyd keeps a dead server selected with its reach and cookies; the fresh check is red
+    within its timeout, naming the missing replies."""
+    server, client = start_pair(ca, chrony_procs, options="iburst")
+    first, _ = run_module(f"socket={client.socket_path} timeout=20 sources={server.address}")
+    assert first["verified"] is True, first.get("msg")
+    client.wait_for(lambda c: c.csv("sources")[0][1] == "*", timeout=20, what="source selected")
+    server.stop()
+    res, wall = run_module(f"socket={client.socket_path} timeout=4 sources={server.address}")
+    assert res["failed"] is True and res["verified"] is False
+    (src,) = res["sources"]
+    # history still says healthy: selected, reachable, cookies left
+    assert src["state"] == "*" and src["reach"] > 0 and src["cookies"] > 0 and src["naks"] == 0
+    assert src["cause"].startswith("unreachable: no reply on UDP port"), src["cause"]
+    assert res["bursts"] >= 1 and wall < 4 + 10
+    # the same history judged the old way is green: what the fresh check exists for
+    old, _ = run_module(f"socket={client.socket_path} timeout=1 fresh=false sources={server.address}")
+    assert old["verified"] is True
+
+
+def test_fresh_check_is_fast_with_default_polling(ca, chrony_procs):
+    """A converged source at default polling (poll 6: 64 s between requests) is proven in well under a second by
+    the burst, and the counter it relies on really moved."""
+    server, client = start_pair(ca, chrony_procs, options="iburst")
+    client.wait_for(lambda c: c.csv("sources")[0][1] in "*+", timeout=20, what="source selected")
+    time.sleep(2.5)  # past the 2 s burst spacing after the last iburst request
+    before = int(client.csv("ntpdata")[0][32])
+    res, _ = run_module(f"socket={client.socket_path} timeout=10 sources={server.address}")
+    assert res["verified"] is True, res.get("msg")
+    assert res["elapsed"] < 1.0 and res["bursts"] == 1
+    (src,) = res["sources"]
+    assert src["total_valid_rx"] > before and src["authenticated"] is True

@@ -96,3 +96,29 @@ def test_journal_causes_come_from_the_latest_chronyd_start():
     assert ch.journal_causes(lines, ["nts-badca.lab.test"]) == {}
     # "Selected source ... (nts1.lab.test)" names the source but explains no failure
     assert ch.journal_causes(lines, ["nts1.lab.test"]) == {}
+
+
+def test_cause_kinds_tell_certificate_refused_timeout_and_dns_apart():
+    lines = (FIXTURES / "journal" / "chrony-badca-then-rollback.txt").read_text().splitlines()
+    badca = next(line for line in lines if "TLS handshake" in line)
+    assert ch.cause_kind(badca) == "certificate not trusted: wrong or missing CA"
+    # chronyd 4.3 and GnuTLS 3.7 wording (the refused and certificate-time lines were seen on loopback)
+    samples = {
+        "TLS handshake with 127.0.0.3:24460 (127.0.0.3) failed : Error in the certificate verification. The "
+        "certificate chain uses expired certificate.": "certificate expired",
+        "TLS handshake with 127.0.0.3:24460 (127.0.0.3) failed : Error in the certificate verification. The "
+        "certificate chain uses not yet valid certificate.": "certificate not yet valid (is the host's clock behind?)",
+        "TLS handshake with 10.89.0.5:4460 (nts.other.test) failed : Error in the certificate verification. The "
+        "name in the certificate does not match the expected.": "certificate name does not match the server name",
+        "Could not connect to 127.0.0.3:24999 (127.0.0.3) : Connection refused": (
+            "NTS-KE refused: nothing listens on the NTS-KE port"
+        ),
+        "Could not connect to 10.89.0.5:4460 (nts1.lab.test) : Connection timed out": (
+            "NTS-KE timed out (TCP 4460 filtered, or the server is down)"
+        ),
+        "Selected source 10.89.0.5 (nts1.lab.test)": None,
+    }
+    for line, kind in samples.items():
+        assert ch.cause_kind(line) == kind, line
+    labelled = ch.explain_causes({"nts-badca.lab.test": badca})
+    assert labelled["nts-badca.lab.test"].startswith("certificate not trusted: wrong or missing CA: TLS handshake")
