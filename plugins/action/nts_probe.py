@@ -10,9 +10,7 @@ probing from its own network position), or with ``async``, the module is execute
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 
 from ansible.plugins.action import ActionBase
 
@@ -34,11 +32,7 @@ class ActionModule(ActionBase):
             return self._execute_module(module_name="nts_probe", module_args=self._task.args, task_vars=task_vars)
         result = super().run(tmp, task_vars)
         _spec, params = self.validate_argument_spec(argument_spec=nts_client.PROBE_ARGUMENT_SPEC)
-        workdir = tempfile.mkdtemp(prefix="nts-probe-")
-        try:
-            out, failure, warnings = nts_client.run_probe_task(params, workdir)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        out, failure, warnings = nts_client.run_probe_task(params)
         result.update(out)
         if warnings:
             result["warnings"] = warnings

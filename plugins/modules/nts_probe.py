@@ -17,8 +17,14 @@ description:
     request to the negotiated NTP server and port.
   - Reports per server the negotiated parameters, certificate details, clock offset and delay, or the stage
     (V(dns), V(tcp), V(tls), V(certificate), V(nts-ke), V(ntp), V(authentication)) and reason of the failure.
-  - Servers are probed in parallel threads; every step has its own O(timeout), so unreachable servers cost about one
-    timeout in total when O(concurrency) is at least their number.
+  - Servers are probed in parallel threads. O(timeout) is one deadline for the whole probe of each server (DNS, TCP,
+    TLS, NTS-KE and NTP together), so a server that stalls at every step still costs at most one timeout, and
+    unreachable servers cost about one timeout in total when O(concurrency) is at least their number.
+  - Network faults never crash the task, whatever the server does (refuses, resets the connection, stalls, sends
+    garbage), and neither does a socket that cannot be created on the probing host (no IPv6, no free descriptor).
+    Each is that server's result with a stage and a plain reason (for example V(tls) with "connection reset by peer
+    during the TLS handshake"), the other servers' results are kept, and O(fail_on_error) and O(min_ok) decide
+    whether the task fails.
   - Intended as a pre-flight check before hosts are configured to depend on the servers. It runs where the module
     runs; usually that is the controller (task keywords C(delegate_to) set to C(localhost) and C(run_once)), but
     any host with Python >= 3.9, pyOpenSSL >= 17.5 and cryptography >= 37 works, which also tests that host's
@@ -56,12 +62,17 @@ options:
             name that the managed hosts can.
         type: str
       ca_file:
-        description: PEM CA bundle for this server, overriding the top-level O(ca_file).
+        description:
+          - PEM CA bundle for this server, overriding the top-level O(ca_file).
+          - A file that cannot be read or loaded fails this server at stage V(certificate) with a message naming
+            the path and the server.
         type: path
       ca_pem:
         description:
           - The CA certificate(s) for this server as PEM text (as inventories hold a private CA), instead of
-            O(servers[].ca_file). Written to a private temporary file for the probe and removed afterwards.
+            O(servers[].ca_file) and the top-level O(ca_file). Loaded in memory; nothing is written to disk.
+          - Every PEM block must be a C(CERTIFICATE). Text that cannot be loaded fails this server at stage
+            V(certificate) with a message naming C(ca_pem) and the server, before any packet is sent.
           - Mutually exclusive with O(servers[].ca_file).
         type: str
       server_name:
@@ -80,7 +91,10 @@ options:
     type: bool
     default: false
   timeout:
-    description: Seconds allowed for each step (DNS, TCP connect, TLS handshake, NTS-KE exchange, NTP exchange).
+    description:
+      - Seconds allowed for the whole probe of one server, all steps together (DNS, TCP connect, TLS handshake,
+        NTS-KE exchange, NTP exchange); not a per-step limit. A server that has not finished by then fails at the
+        step it was in, with a reason such as "timed out after 5.0s during the TLS handshake".
     type: float
     default: 5
   concurrency:
@@ -285,7 +299,7 @@ from ansible.module_utils.nts_client import PROBE_ARGUMENT_SPEC, run_probe_task 
 
 def main():
     module = AnsibleModule(argument_spec=PROBE_ARGUMENT_SPEC, supports_check_mode=True)
-    out, failure, warnings = run_probe_task(module.params, module.tmpdir)
+    out, failure, warnings = run_probe_task(module.params)
     for warning in warnings:
         module.warn(warning)
     if failure:
