@@ -6,6 +6,10 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 PY := $(CURDIR)/.venv/bin/python
 LAB_NAME ?= chrony-nts-lab
 LAB_CLIENTS ?= 4
+# Seconds `lab-up` waits for the hosts to accept SSH (empty: 90 s stretched by the machine's load).
+LAB_SSH_WAIT ?=
+# The inventory `demo` and `health` use: lab $(LAB_NAME)'s, as labctl.py writes it (INVENTORY=path for other hosts).
+INVENTORY ?= $(shell python3 lab/labctl.py inventory --name $(LAB_NAME))
 PYTEST_ARGS ?=
 
 .PHONY: setup lab-up lab-down lab-status demo health lint unit test bench clean
@@ -13,8 +17,8 @@ PYTEST_ARGS ?=
 setup:                ## system packages, venv, lab images (idempotent)
 	@bash lab/setup.sh
 
-lab-up: setup         ## NTS servers + systemd client hosts in podman, inventory in inventories/lab/
-	@$(PY) lab/labctl.py up --name $(LAB_NAME) --clients $(LAB_CLIENTS)
+lab-up: setup         ## NTS servers + systemd client hosts in podman; inventory: `python3 lab/labctl.py inventory`
+	@$(PY) lab/labctl.py up --name $(LAB_NAME) --clients $(LAB_CLIENTS) $(if $(LAB_SSH_WAIT),--ssh-wait $(LAB_SSH_WAIT))
 
 lab-down:             ## remove the lab: containers, network, keys, SSH masters
 	@if [ -x $(PY) ]; then $(PY) lab/labctl.py down --name $(LAB_NAME); fi
@@ -22,12 +26,12 @@ lab-down:             ## remove the lab: containers, network, keys, SSH masters
 lab-status:
 	@$(PY) lab/labctl.py status --name $(LAB_NAME)
 
-demo: lab-up          ## deploy NTS with site.yml on the lab, then show each host's NTS health
-	ansible-playbook site.yml
-	ansible-playbook playbooks/health.yml
+demo: lab-up          ## deploy NTS with site.yml on lab $(LAB_NAME), then show each host's NTS health
+	ansible-playbook -i $(INVENTORY) site.yml
+	ansible-playbook -i $(INVENTORY) playbooks/health.yml
 
-health:               ## per-host NTS health of the current inventory
-	ansible-playbook playbooks/health.yml
+health:               ## per-host NTS health of lab $(LAB_NAME) (or INVENTORY=path)
+	ansible-playbook -i $(INVENTORY) playbooks/health.yml
 
 lint: setup           ## ruff and ansible-lint (production profile, offline)
 	ruff check .

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The chrony-nts lab: real NTS servers and real systemd hosts in podman, made and torn down per lab.
 
-    labctl.py up      [--name NAME] [--clients N] [--tier M]
+    labctl.py up      [--name NAME] [--clients N] [--tier M] [--ssh-wait SECONDS]
                                                     build what is missing, start what is stopped (idempotent)
-    labctl.py down    [--name NAME]                 remove every container, the network, keys and SSH masters
+    labctl.py down    [--name NAME] [--force]       remove every container, the network, keys and SSH masters
     labctl.py status  [--name NAME] [--json]
+    labctl.py inventory [--name NAME]               print the path of the lab's Ansible inventory
     labctl.py fault   [--name NAME] ACTION SERVER [PROTO]
                       ACTION: stop | start | block | unblock     PROTO (block): ke | ntp | all
     labctl.py image                                  build the images if their recipe changed
@@ -23,7 +24,18 @@ What a lab holds (NAME defaults to $LAB_NAME or "chrony-nts-lab"):
   * with --tier M: M more systemd hosts NAME-tier1..M in the group `chrony_nts_servers`, for the fleet's own NTS
     server tier (the chrony_nts_server role makes them servers); each has a key and certificate from the lab CA
     (tier1.lab.test + its address) under .lab/NAME/tier/, named in the inventory.
-  * an Ansible inventory (inventories/lab/hosts.yml for the default lab, else .lab/NAME/hosts.yml) and an ssh_config.
+  * an Ansible inventory (inventories/lab/hosts.yml for the default lab, else .lab/NAME/inventory/hosts.yml) and
+    .lab/NAME/ssh_config.
+
+Waiting for the hosts: `up` waits until every host accepts SSH. By default it waits 90 s on an idle machine,
+stretched by the machine's load: 90 s x max(1, load average / cores, running containers / (8 x cores)), at most
+900 s, reviewed every 10 s while it waits. --ssh-wait SECONDS (or LAB_SSH_WAIT) sets a fixed wait instead. When a
+host is not ready in time, `up` says why for each one: container state, `systemctl is-system-running`, the ssh unit,
+systemd's pending jobs, the last SSH error and a journal tail.
+
+One checkout per lab: each container is labelled with the checkout that made it (its SSH key and certificates live
+in that checkout's .lab/NAME/). `up` and `down` refuse a lab NAME made by another checkout and say which one: use
+another --name (LAB_NAME), or take that lab down from its own checkout (`down --force` removes it from here).
 """
 
 from __future__ import annotations
@@ -46,6 +58,10 @@ LAB = Path(__file__).resolve().parent
 DEFAULT_NAME = os.environ.get("LAB_NAME", "chrony-nts-lab")
 DOMAIN = "lab.test"
 LABEL = "io.chrony-nts.lab"
+CHECKOUT_LABEL = f"{LABEL}.checkout"  # the checkout (ROOT) whose labctl made the container
+SSH_WAIT_BASE = 90.0  # seconds, on an idle machine
+SSH_WAIT_CAP = 900.0
+CONTAINERS_PER_CPU = 8  # running containers per core that the base wait allows for
 IMAGE_RECIPE = [LAB / "image" / "build.sh"]
 CHRONY_GID_IN_IMAGE = 103  # _chrony in the Debian 12 image (checked by `up`)
 
@@ -61,10 +77,10 @@ def podman_env() -> dict[str, str]:
     return env
 
 
-def podman(*args: str, check: bool = True, capture: bool = True, input_text: str | None = None):
+def podman(*args: str, check: bool = True, capture: bool = True, input_text: str | None = None, timeout: float = 600):
     cmd = ["podman", *args]
     res = subprocess.run(
-        cmd, env=podman_env(), text=True, input=input_text, capture_output=capture, check=False, timeout=600
+        cmd, env=podman_env(), text=True, input=input_text, capture_output=capture, check=False, timeout=timeout
     )
     if check and res.returncode != 0:
         raise LabError(f"`{' '.join(cmd)}` failed (rc {res.returncode}): {(res.stderr or '').strip()[-800:]}")
@@ -116,14 +132,152 @@ def ensure_images() -> tuple[str, str]:
     return host_ref, server_ref
 
 
+# ------------------------------------------------------------------------------------- waiting for hosts, and why not
+def ssh_wait_budget(load1: float, cpus: int, running: int, base: float = SSH_WAIT_BASE) -> float:
+    """Seconds to wait for the lab's hosts to accept SSH: `base` on an idle machine, stretched as much as the machine
+    is loaded (load average per core, or running containers per core beyond CONTAINERS_PER_CPU), at most the cap."""
+    cpus = max(cpus, 1)
+    factor = max(1.0, load1 / cpus, running / (CONTAINERS_PER_CPU * cpus))
+    return min(base * factor, SSH_WAIT_CAP)
+
+
+def machine_load() -> tuple[float, int, int]:
+    """(1-minute load average, usable cores, running containers on the machine, any lab or none)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    res = podman("ps", "-q", check=False, timeout=60)
+    return os.getloadavg()[0], cpus, len(res.stdout.split()) if res.returncode == 0 else 0
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
+
+
+def diagnose_host(
+    short: str,
+    container: str,
+    container_state: str | None,
+    system: tuple[int, str, str] | None,
+    sshd: tuple[int, str, str] | None,
+    jobs: tuple[int, str, str] | None,
+    journal: tuple[int, str, str] | None,
+    ssh_error: str,
+) -> list[str]:
+    """Why one host does not accept SSH, from what was read of it: the container's state, and (rc, stdout, stderr) of
+    `systemctl is-system-running`, `systemctl is-active ssh.service`, `systemctl list-jobs` and `journalctl -n`, each
+    run with `podman exec` (None: not run). Returns the lines to print: a summary, the likely cause, then details."""
+    if container_state is None:
+        return [f"{short}: container {container} does not exist", "    cause: it was removed; run `up` again"]
+    if container_state != "running":
+        return [
+            f"{short}: container {container} is {container_state}",
+            f"    cause: the container is not running: see `podman logs {container}`; `up` starts it again",
+        ]
+
+    def state(res: tuple[int, str, str] | None) -> str:
+        if res is None:
+            return "not read"
+        return _first_line(res[1]) or f"unknown ({_first_line(res[2]) or f'rc {res[0]}'})"
+
+    system_state, sshd_state = state(system), state(sshd)
+    lines = [
+        f"{short}: container {container} running, systemd {system_state}, ssh.service {sshd_state}; "
+        f"last SSH attempt: {ssh_error or 'none'}"
+    ]
+    if "Permission denied" in ssh_error:
+        cause = (
+            "sshd answers but refuses this lab's key: the container was made with another key "
+            "(another checkout, or .lab/NAME removed while the lab was up): take the lab down and up again"
+        )
+    elif system_state in ("initializing", "starting"):
+        cause = "systemd is still booting (see the pending jobs): on a loaded machine, give it longer with --ssh-wait"
+    elif sshd_state in ("inactive", "failed", "activating", "deactivating"):
+        cause = f"ssh.service is {sshd_state} although the boot finished ({system_state}): see the journal"
+    elif system_state in ("running", "degraded") and sshd_state == "active":
+        cause = "sshd runs but did not complete an SSH login in time: the machine may be overloaded"
+    else:
+        cause = "unknown: see the journal"
+    lines.append(f"    cause: {cause}")
+    pending = [ln.split()[1:] for ln in (jobs[1] if jobs else "").splitlines() if len(ln.split()) >= 3]
+    pending.sort(key=lambda job: job[-1] != "running")  # what systemd is busy with first, then what waits for it
+    if pending:
+        lines.append("    pending systemd jobs: " + "; ".join(" ".join(job) for job in pending[:8]))
+    tail = [ln for ln in (journal[1] if journal else "").splitlines() if ln.strip()]
+    if tail:
+        lines.append("    journal:")
+        lines += [f"      {ln[:200]}" for ln in tail]
+    elif journal is not None:
+        lines.append(f"    journal: not read ({_first_line(journal[2]) or f'rc {journal[0]}'})")
+    return lines
+
+
+def wait_failure_message(
+    waited: float, fixed: bool, load: tuple[float, int, int], diagnoses: dict[str, list[str]]
+) -> str:
+    """The error for hosts that did not accept SSH in time: how long, under what load, how to wait longer, and each
+    host's diagnosis (from diagnose_host)."""
+    load1, cpus, running = load
+    how = "as set" if fixed else "stretched by load"
+    head = (
+        f"lab hosts did not accept SSH within {waited:.0f} s ({how}): {', '.join(sorted(diagnoses))}; "
+        f"machine load {load1:.1f} on {cpus} cores, {running} containers running; "
+        "wait longer with --ssh-wait SECONDS or LAB_SSH_WAIT=SECONDS"
+    )
+    return "\n".join([head, *(line for host in sorted(diagnoses) for line in diagnoses[host])])
+
+
+# ------------------------------------------------------------------------------------------ which checkout owns a lab
+def checkout_of(inspected: dict, lab_name: str) -> str | None:
+    """The checkout that made a lab container, from one entry of `podman container inspect`: its checkout label, or,
+    for a container made before that label existed, the checkout whose .lab/NAME/ its mounts come from."""
+    labels = (inspected.get("Config") or {}).get("Labels") or {}
+    if labels.get(CHECKOUT_LABEL):
+        return labels[CHECKOUT_LABEL]
+    marker = f"/.lab/{lab_name}/"
+    for mount in inspected.get("Mounts") or []:
+        source = mount.get("Source") or ""
+        if marker in source:
+            return source.split(marker, 1)[0]
+    return None
+
+
+def foreign_checkouts(inspected: list[dict], lab_name: str, root: Path) -> dict[str, list[str]]:
+    """Containers of lab `lab_name` that another checkout than `root` made: {that checkout: [container names]}."""
+    found: dict[str, list[str]] = {}
+    for entry in inspected:
+        owner = checkout_of(entry, lab_name)
+        if owner is not None and Path(owner) != root:
+            found.setdefault(owner, []).append(entry.get("Name", "?").lstrip("/"))
+    return found
+
+
+def foreign_lab_message(lab_name: str, found: dict[str, list[str]], default_name: str = "chrony-nts-lab") -> str:
+    owners = sorted(found)
+    names = sorted(n for ns in found.values() for n in ns)
+    make_down = "make lab-down" + ("" if lab_name == default_name else f" LAB_NAME={lab_name}")
+    gone = [o for o in owners if not Path(o).is_dir()]
+    msg = (
+        f"lab {lab_name} is already up from another checkout, {' and '.join(owners)} ({len(names)} containers, "
+        f"e.g. {names[0]}): its hosts take that checkout's SSH key, not this one's. Use another lab name here "
+        f"(make demo LAB_NAME={lab_name}-2, or labctl.py --name), or take that lab down in its checkout: "
+        f"cd {owners[0]} && {make_down}"
+    )
+    if gone:
+        msg += f". {' and '.join(gone)} no longer exists: remove the lab from here with "
+        msg += f"labctl.py down --name {lab_name} --force"
+    return msg
+
+
 # ----------------------------------------------------------------------------------------------------------- the state
 class Lab:
-    def __init__(self, name: str, clients: int = 4, tier: int = 0, attach: str | None = None):
+    def __init__(
+        self, name: str, clients: int = 4, tier: int = 0, attach: str | None = None, ssh_wait: float | None = None
+    ):
         if not name.replace("-", "").isalnum() or len(name) > 40:
             raise LabError(f"lab name {name!r} must be letters, digits and dashes, at most 40 characters")
         self.name = name
         self.clients = clients
         self.tier = tier
+        self.ssh_wait = ssh_wait  # None: stretched by the machine's load (ssh_wait_budget)
         self.dir = ROOT / ".lab" / name
         # --attach: join a network someone else made (a Molecule scenario's); addresses are then dynamic, so
         # certificates name the servers by DNS only and `down` removes only this lab's containers.
@@ -277,6 +431,28 @@ class Lab:
         )
 
     # containers ------------------------------------------------------------------------------------------------------
+    def labels(self, role: str) -> list[str]:
+        """podman arguments labelling a container of this lab: lab name, role, and the checkout that made it."""
+        labels = [f"{LABEL}={self.name}", f"{LABEL}.role={role}", f"{CHECKOUT_LABEL}={ROOT}"]
+        return [arg for label in labels for arg in ("--label", label)]
+
+    def foreign_checkouts(self) -> dict[str, list[str]]:
+        """This lab's containers that another checkout made: {checkout: [containers]} (empty: none, or all ours)."""
+        names = self.containers()
+        if not names:
+            return {}
+        res = podman("container", "inspect", *names, check=False)
+        try:
+            inspected = json.loads(res.stdout or "[]")
+        except json.JSONDecodeError:
+            return {}
+        return foreign_checkouts(inspected, self.name, ROOT)
+
+    def refuse_foreign(self) -> None:
+        found = self.foreign_checkouts()
+        if found:
+            raise LabError(foreign_lab_message(self.name, found))
+
     def state(self, container: str) -> str | None:
         res = podman("container", "inspect", "--format", "{{.State.Status}}", container, check=False)
         return res.stdout.strip() if res.returncode == 0 else None
@@ -333,8 +509,7 @@ class Lab:
                 "exec chronyd -x -d -4 -f /etc/lab/server.conf"
             )
         podman(
-            "run", "-d", "--name", name, "--hostname", short,
-            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role=server",
+            "run", "-d", "--name", name, "--hostname", short, *self.labels("server"),
             "--network", self.net, *self.fixed_address(subnet, octet),
             "--network-alias", f"{short}.{DOMAIN}", "--network-alias", short,
             "--cap-drop", "SYS_TIME", "--cap-add", "NET_ADMIN",
@@ -351,8 +526,7 @@ class Lab:
             podman("start", name)
             return
         podman(
-            "run", "-d", "--name", name, "--hostname", short,
-            "--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.role={group}",
+            "run", "-d", "--name", name, "--hostname", short, *self.labels(group),
             "--network", self.net, *self.fixed_address(subnet, octet),
             "--network-alias", f"{short}.{DOMAIN}",
             "--systemd", "always", "--cap-drop", "SYS_TIME",
@@ -360,23 +534,71 @@ class Lab:
             image, "/sbin/init",
         )  # fmt: skip
 
-    def wait_clients(self, subnet: ipaddress.IPv4Network, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
+    def wait_clients(self, subnet: ipaddress.IPv4Network) -> None:
+        """Wait until every host accepts SSH with the lab key (--ssh-wait, else a wait stretched by the machine's load,
+        reviewed every 10 s); if one does not, say why for each."""
+        fixed = self.ssh_wait is not None
+        start = time.monotonic()
+        load = machine_load()
+        budget = float(self.ssh_wait) if fixed else ssh_wait_budget(*load)
+        review = start + 10
         pending = {self.address(subnet, octet): short for short, octet, _group in self.hosts()}
+        last_error: dict[str, str] = {}
         key = self.dir / "ssh" / "id_ed25519"
-        while pending and time.monotonic() < deadline:
+        while pending:
+            # sshd on a busy machine can take seconds to send its banner: allow more per attempt when the wait is long
+            connect_timeout = max(2, min(10, round(budget / 30)))
             for ip in list(pending):
-                res = subprocess.run(
-                    ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=2",
-                     *self.ssh_common_args().split(), f"root@{ip}", "true"],
-                    capture_output=True, text=True, check=False, timeout=30,
-                )  # fmt: skip
+                try:
+                    res = subprocess.run(
+                        ["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout}",
+                         *self.ssh_common_args().split(), f"root@{ip}", "true"],
+                        capture_output=True, text=True, check=False, timeout=30,
+                    )  # fmt: skip
+                except subprocess.TimeoutExpired:
+                    last_error[pending[ip]] = "no answer within 30 s"
+                    continue
                 if res.returncode == 0:
                     del pending[ip]
-            if pending:
-                time.sleep(0.5)
+                else:
+                    err = [ln for ln in res.stderr.splitlines() if ln.strip()]
+                    last_error[pending[ip]] = err[-1].strip() if err else f"ssh rc {res.returncode}"
+            now = time.monotonic()
+            if pending and not fixed and now >= review:
+                load = machine_load()
+                budget = max(budget, ssh_wait_budget(*load))
+                review = now + 10
+            if not pending or now - start >= budget:
+                break
+            time.sleep(0.5)
         if pending:
-            raise LabError(f"lab hosts did not accept SSH within {timeout:.0f} s: {sorted(pending)}")
+            diagnoses = {short: self.diagnose(short, last_error.get(short, "")) for short in pending.values()}
+            raise LabError(wait_failure_message(time.monotonic() - start, fixed, machine_load(), diagnoses))
+
+    def diagnose(self, short: str, ssh_error: str) -> list[str]:
+        """Read why a host is not ready (see diagnose_host) with podman exec; nothing here changes the host."""
+        name = self.container(short)
+        state = self.state(name)
+
+        def run(*cmd: str) -> tuple[int, str, str] | None:
+            if state != "running":
+                return None
+            try:
+                res = podman("exec", name, *cmd, check=False, timeout=30)
+            except subprocess.TimeoutExpired:
+                return (124, "", "podman exec took longer than 30 s")
+            return (res.returncode, res.stdout, res.stderr)
+
+        return diagnose_host(
+            short,
+            name,
+            state,
+            run("systemctl", "is-system-running"),
+            run("systemctl", "is-active", "ssh.service"),
+            run("systemctl", "list-jobs", "--no-legend", "--plain"),
+            run("journalctl", "-n", "12", "--no-pager", "-q"),
+            ssh_error,
+        )
 
     def wait_servers(self, only: list[str] | None = None, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -451,6 +673,7 @@ class Lab:
         if self.attach and (self.clients or self.tier):
             raise LabError("--attach starts NTS servers only: use it with --clients 0 (the network's owner adds hosts)")
         preflight()
+        self.refuse_foreign()
         host_image, server_image = ensure_images()
         gid = podman("run", "--rm", server_image, "id", "-g", "_chrony").stdout.strip()
         if gid != str(CHRONY_GID_IN_IMAGE):
@@ -479,7 +702,11 @@ class Lab:
         res = podman("ps", "-a", "--filter", f"label={LABEL}={self.name}", "--format", "{{.Names}}", check=False)
         return [n for n in res.stdout.split() if n]
 
-    def down(self) -> None:
+    def down(self, force: bool = False) -> None:
+        if not force:
+            found = self.foreign_checkouts()
+            if found:
+                raise LabError(foreign_lab_message(self.name, found) + " (nothing was removed)")
         for sock in self.dir.glob("cp-*"):
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "lab"], capture_output=True, check=False)
         names = self.containers()
@@ -496,10 +723,22 @@ class Lab:
     def status(self, as_json: bool) -> int:
         subnet = self.subnet()
         rows = [{"container": n, "state": self.state(n)} for n in self.containers()]
+        foreign = self.foreign_checkouts()
         if as_json:
-            print(json.dumps({"name": self.name, "subnet": str(subnet) if subnet else None, "containers": rows}))
+            print(
+                json.dumps(
+                    {
+                        "name": self.name,
+                        "subnet": str(subnet) if subnet else None,
+                        "containers": rows,
+                        "other_checkouts": foreign,
+                    }
+                )
+            )
         else:
             print(f"lab {self.name}: network {self.net} {subnet or '(absent)'}")
+            for owner, names in sorted(foreign.items()):
+                print(f"  made by another checkout, {owner}: {', '.join(sorted(names))}")
             for row in rows:
                 print(f"  {row['container']:<40} {row['state']}")
         return 0 if subnet else 1
@@ -527,20 +766,32 @@ class Lab:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("verb", choices=["up", "down", "status", "fault", "image"])
+    parser.add_argument("verb", choices=["up", "down", "status", "fault", "image", "inventory"])
     parser.add_argument("args", nargs="*")
     parser.add_argument("--name", default=DEFAULT_NAME)
     parser.add_argument("--clients", type=int, default=int(os.environ.get("LAB_CLIENTS", "4")))
     parser.add_argument("--tier", type=int, default=int(os.environ.get("LAB_TIER", "0")))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--attach", metavar="NETWORK", help="join this existing podman network (dynamic addresses)")
+    parser.add_argument(
+        "--ssh-wait",
+        metavar="SECONDS",
+        type=float,
+        default=os.environ.get("LAB_SSH_WAIT") or None,  # a string default goes through `type` too
+        help="up: how long to wait for the hosts to accept SSH (default $LAB_SSH_WAIT, else 90 s stretched by the "
+        "machine's load, at most 900 s)",
+    )
+    parser.add_argument("--force", action="store_true", help="down: remove the lab even if another checkout made it")
     opts = parser.parse_intermixed_args(argv)
     try:
-        lab = Lab(opts.name, opts.clients, opts.tier, opts.attach)
+        lab = Lab(opts.name, opts.clients, opts.tier, opts.attach, opts.ssh_wait)
         if opts.verb == "up":
             lab.up()
         elif opts.verb == "down":
-            lab.down()
+            lab.down(force=opts.force)
+        elif opts.verb == "inventory":
+            shown = lab.inventory.relative_to(ROOT) if lab.inventory.is_relative_to(ROOT) else lab.inventory
+            print(shown)
         elif opts.verb == "status":
             return lab.status(opts.json)
         elif opts.verb == "image":
