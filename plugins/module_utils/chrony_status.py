@@ -878,6 +878,24 @@ def burst_command(chronyc: str, socket: Optional[str] = None, good: int = 1, tot
     return [chronyc, *(["-h", socket] if socket else []), "burst", "%d/%d" % (good, total)]
 
 
+def start_fresh_check(run, chronyc: str, socket: Optional[str] = None) -> Optional[Dict[str, List[int]]]:
+    """Begin a fresh check early: read every source's reply counters (the baseline) and ask for samples now.
+
+    Returns ``{source key: [tx, rx, valid]}`` for :func:`wait_for_nts` (``baseline=``), or None when chronyd does not
+    answer (not installed, not running): the check then starts from its own first poll.
+    """
+    try:
+        rc, out, _err = run(status_command(chronyc, socket))
+        if rc != 0:
+            return None
+        check_error_lines(out)
+        joined = join_sources(parse_status_output(out))
+    except (ChronycError, ChronyParseError):
+        return None
+    run(burst_command(chronyc, socket))
+    return {source_key(h): list(counters(h) or (0, 0, 0)) for h in joined}
+
+
 def wait_for_nts(
     run,
     cmd: Sequence[str],
@@ -893,17 +911,21 @@ def wait_for_nts(
     fresh: bool = True,
     started: Optional[float] = None,
     burst: Optional[Sequence[str]] = None,
-    burst_every: float = 8.0,
+    burst_every: float = 2.0,
     fresh_ke: Sequence[str] = (),
+    baseline: Optional[Dict[str, Sequence[int]]] = None,
 ) -> dict:
     """Poll chronyd (``run(argv) -> (rc, stdout, stderr)``) until the health predicate holds or ``timeout`` passes.
 
     Fresh (the default): a source counts only on a valid, authenticated reply received during this check. When
     chronyd was (re)started for this check, ``started`` is the ``clock()`` value just before the start and everything
     chronyd counts is new; otherwise the first poll is the baseline and ``burst`` (argv, see :func:`burst_command`)
-    asks every source for a sample at once, again every ``burst_every`` seconds while the predicate does not hold.
+    asks every source for a sample at once, again every ``burst_every`` seconds while the predicate does not hold
+    (chronyd keeps 2 s between a source's burst requests and ignores a burst asked for while one runs).
     A dead server therefore makes the check fail within ``timeout`` whatever its history. The names in ``fresh_ke``
-    must also have made an NTS key exchange after ``started`` (their trust settings changed).
+    must also have made an NTS key exchange after ``started`` (their trust settings changed). ``baseline`` (from
+    :func:`start_fresh_check`, run earlier in the same deployment) replaces the first poll's counters: replies that
+    arrived since then count, so the burst sent then has usually been answered by the first poll.
 
     Returns a dict: ``verified`` (bool), ``elapsed``, ``polls``, ``bursts``, ``fresh``, ``sources`` (per-source
     dicts), ``healthy_sources``, ``unhealthy_sources`` (name and cause), ``reasons``, ``tracking`` (when chronyd
@@ -927,9 +949,15 @@ def wait_for_nts(
     }
     verdict = None
     last_error = None
-    baseline: Optional[Dict[str, Counters]] = {} if (fresh and started is not None) else None
-    ke_since = start if started is None else started
+    early = baseline
+    baseline = None
     next_burst = None
+    if fresh and started is not None:
+        baseline = {}
+    elif fresh and early is not None:
+        baseline = {key: tuple(values) for key, values in early.items()}  # type: ignore[misc]
+        next_burst = start + 0.5  # the early burst gets half a second to land before another is asked for
+    ke_since = start if started is None else started
     while True:
         result["polls"] += 1
         try:

@@ -143,17 +143,25 @@ def trust_problems(parsed: dict, read: Callable[[str], Optional[bytes]]) -> List
 
 
 def fingerprints(parsed: dict, read: Callable[[str], Optional[bytes]]) -> Dict[str, str]:
-    """``{source name: sha256 hex}`` over everything that decides whom the source trusts and where it connects."""
+    """``{source name: sha256 hex}`` over everything that decides whom the source trusts and where it connects.
+
+    The certificate set counts by content, not by number or file name: the same CAs renumbered (another source
+    got a set of its own) are the same trust. Set 0 also trusts the system's CAs unless ``nosystemcert``.
+    """
     out = {}
     for source in parsed["sources"]:
         digest = hashlib.sha256()
-        for part in (source["directive"], source["name"], source["port"], source["ntsport"], str(source["certset"])):
+        for part in (source["directive"], source["name"], source["port"], source["ntsport"]):
             digest.update(part.encode() + b"\0")
-        digest.update(b"nosystemcert" if parsed["nosystemcert"] and source["certset"] == 0 else b"systemcert")
-        for set_id, path in parsed["trusted"]:
-            if set_id == source["certset"]:
-                data = read(path)
-                digest.update(b"\0" + path.encode() + b"\0" + hashlib.sha256(data or b"<missing>").digest())
+        system = source["certset"] == 0 and not parsed["nosystemcert"]
+        digest.update(b"system CAs\0" if system else b"no system CAs\0")
+        certs = sorted(
+            hashlib.sha256(read(path) or b"<missing>").digest()
+            for set_id, path in parsed["trusted"]
+            if set_id == source["certset"]
+        )
+        for cert in certs:
+            digest.update(cert)
         out[source["name"]] = digest.hexdigest()
     return out
 

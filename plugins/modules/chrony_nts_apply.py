@@ -140,6 +140,12 @@ options:
             judges chronyd's history (reach, cookies, last sample), which can be minutes or hours old.
         type: bool
         default: true
+      baseline:
+        description:
+          - The reply counters that C(chrony_nts_host) read with C(start_check=true) earlier in the same run (its
+            RV(chrony_nts_host#module:nts_baseline)). Replies received since then count as fresh, so the burst it
+            started has usually been answered before this module looks. Ignored when this call (re)starts chronyd.
+        type: dict
   config:
     description:
       - Path of chrony's main configuration file (one of O(files) or already on the host). Its NTS sources' trust
@@ -666,6 +672,7 @@ class Apply(object):
             started=self.started_at,
             burst=burst_command(chronyc),
             fresh_ke=fresh_ke,
+            baseline=spec["baseline"],
         )
         msg = polled.pop("msg", None)
         polled.pop("fatal", None)
@@ -888,6 +895,7 @@ def main():
         require_selected=dict(type="bool", default=False),
         require_synchronised=dict(type="bool", default=False),
         fresh=dict(type="bool", default=True),
+        baseline=dict(type="dict"),
     )
     module = AnsibleModule(
         argument_spec=dict(

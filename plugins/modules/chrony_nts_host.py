@@ -44,6 +44,13 @@ options:
     type: list
     elements: path
     default: []
+  start_check:
+    description:
+      - Start the NTS proof of a later C(chrony_nts_apply) call now: read every NTS source's reply counters and run
+        C(chronyc burst 1/4), so the sources' fresh replies are in by the time the proof looks (RV(nts_baseline)).
+        Asks the sources for one sample early; changes nothing on the host.
+    type: bool
+    default: false
   chronyd:
     description: Path of the chronyd binary.
     type: path
@@ -120,6 +127,14 @@ units_to_stop:
   type: list
   elements: str
   sample: [ntp.service]
+nts_baseline:
+  description:
+    - With O(start_check), each NTS source's reply counters (C(chronyc ntpdata) total, received and valid replies)
+      read just before a C(chronyc burst 1/4); null when chronyd does not answer. Handed to C(chrony_nts_apply)'s
+      O(chrony_nts_apply#module:verify.baseline), so replies arriving meanwhile count as fresh.
+  returned: when O(start_check) is true
+  type: dict
+  sample: {"nts1.example.net|192.0.2.1": [41, 41, 41]}
 files:
   description: Content of each file of O(read), null when it does not exist.
   returned: always
@@ -137,7 +152,7 @@ from ansible.module_utils.chrony_host import (  # noqa: E402
     parse_systemctl_show,
     units_to_stop,
 )
-from ansible.module_utils.chrony_status import ChronyParseError, parse_version  # noqa: E402
+from ansible.module_utils.chrony_status import ChronyParseError, parse_version, start_fresh_check  # noqa: E402
 
 MAX_READ = 1 << 20  # the files read are small configuration files; refuse anything larger
 
@@ -187,6 +202,7 @@ def main():
             units=dict(type="list", elements="str", default=[]),
             read=dict(type="list", elements="path", default=[]),
             chronyd=dict(type="path", default="/usr/sbin/chronyd"),
+            start_check=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -207,6 +223,9 @@ def main():
             module.fail_json(msg="systemctl show %s failed (rc %d): %s" % (" ".join(p["units"]), rc, err.strip()))
         result["units"] = parse_systemctl_show(out)
         result["units_to_stop"] = units_to_stop(result["units"])
+    if p["start_check"]:
+        chronyc = module.get_bin_path("chronyc", opt_dirs=["/usr/bin", "/usr/sbin"])
+        result["nts_baseline"] = start_fresh_check(module.run_command, chronyc) if chronyc else None
     for path in p["read"]:
         content = _read(path)
         if content is not None and len(content) > MAX_READ:

@@ -53,12 +53,13 @@ def test_fingerprint_changes_only_for_the_source_whose_ca_changed():
 
 
 def test_fingerprint_follows_name_ports_certset_and_nosystemcert():
-    files = {"/etc/chrony/nts-certs/site-1.pem": CA1, "/etc/chrony/extra.pem": CA1}
+    files = {"/etc/chrony/nts-certs/site-1.pem": CA1, "/etc/chrony/extra.pem": CA1, "/etc/chrony/other.pem": CA2}
     base = ct.fingerprints(ct.parse_trust(CONF), _reader(files))
     variants = {
         "ntsport": CONF.replace("ntsport 4461", "ntsport 4462"),
         "port": CONF.replace("port 1123", "port 1124"),
-        "certset": CONF.replace("nts certset 1", "nts certset 2").replace("ntstrustedcerts 1", "ntstrustedcerts 2"),
+        # nts1 moved to a set with other bytes
+        "certset": CONF.replace("nts certset 1", "nts certset 2") + "ntstrustedcerts 2 /etc/chrony/other.pem\n",
         "nosystemcert": CONF.replace("nosystemcert\n", ""),
     }
     changed = {
@@ -70,6 +71,12 @@ def test_fingerprint_follows_name_ports_certset_and_nosystemcert():
         "certset": ["nts1.lab.test"],
         "nosystemcert": ["nts2.lab.test"],  # set 0 sources trust the system CAs again
     }
+    # the same CA bytes under another set number and file name: the same trust
+    renumbered = CONF.replace("certset 1", "certset 2").replace(
+        "ntstrustedcerts 1 /etc/chrony/nts-certs/site-1.pem", "ntstrustedcerts 2 /etc/chrony/nts-certs/site-2.pem"
+    )
+    files2 = {**files, "/etc/chrony/nts-certs/site-2.pem": CA1}
+    assert ct.changed_sources(ct.fingerprints(ct.parse_trust(renumbered), _reader(files2)), base) == []
     renamed = ct.fingerprints(ct.parse_trust(CONF.replace("nts1.lab.test", "nts9.lab.test")), _reader(files))
     assert ct.changed_sources(renamed, base) == ["nts9.lab.test"]
 
