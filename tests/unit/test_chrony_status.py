@@ -350,3 +350,94 @@ def test_key_exchange_not_attempted_and_no_cookies():
 def test_min_sources_must_not_be_negative():
     with pytest.raises(ValueError, match="min_sources must be >= 0, got -1"):
         verdict("healthy", min_sources=-1)
+
+
+# --- freshness: only a reply received during the check counts ------------------------------------------------------
+
+
+def test_history_alone_is_not_fresh():
+    """The captured healthy source judged against its own counters: nothing arrived since, so it is not healthy."""
+    report = status("healthy")
+    baseline = {cs.source_key(h): cs.counters(h) for h in cs.join_sources(report)}
+    h = only(cs.evaluate(report, baseline=baseline))
+    assert h.problems == [cs.CAUSE_NO_REQUEST]
+    assert only(cs.evaluate(report, baseline={})).healthy  # chronyd started during the check: all of it is new
+
+
+@pytest.mark.parametrize(
+    ("shift", "expected"),
+    [
+        ((1, 1, 1), None),  # one more valid reply: fresh
+        ((2, 0, 0), "unreachable: no reply on UDP port 58517 during this check (2 request(s) sent, none answered"),
+        ((1, 1, 0), "1 reply(ies) during this check, none valid and authenticated"),
+    ],
+)
+def test_counter_moves_decide_freshness(shift, expected):
+    report = status("healthy")  # counters tx 4, rx 4, valid 4
+    base = {cs.source_key(h): tuple(c - d for c, d in zip(cs.counters(h), shift)) for h in cs.join_sources(report)}
+    h = only(cs.evaluate(report, baseline=base))
+    assert (h.cause is None) if expected is None else h.cause.startswith(expected), h.problems
+
+
+def test_counters_below_the_baseline_mean_a_restart_so_everything_is_new():
+    report = status("healthy")
+    base = {cs.source_key(h): (100, 100, 100) for h in cs.join_sources(report)}
+    assert only(cs.evaluate(report, baseline=base)).healthy
+
+
+def test_key_exchange_older_than_the_change_is_stale():
+    report = status("healthy")  # Last = 1 s
+    name = meta("healthy")["server"]
+    assert only(cs.evaluate(report, baseline={}, ke_max_age={name: 5})).healthy
+    h = only(cs.evaluate(report, baseline={}, ke_max_age={name: 0}))
+    assert h.cause.startswith("its last NTS key exchange (1 s ago) predates this change")
+
+
+class FakeChrony:
+    """Replays captured chronyc output: the healthy capture, its valid-reply counter raised after each burst."""
+
+    def __init__(self, answers_burst: bool):
+        self.text = fx("healthy", "status.csv")
+        self.answers_burst = answers_burst
+        self.calls: list[list[str]] = []
+        self.now = 0.0
+
+    def run(self, argv):
+        self.calls.append(argv)
+        if "burst" in argv:
+            if self.answers_burst:
+                lines = self.text.splitlines()
+                f = lines[-1].split(",")
+                f[30:34] = [str(int(x) + 1) for x in f[30:34]]
+                lines[-1] = ",".join(f)
+                self.text = "\n".join(lines) + "\n"
+            return 0, "200 OK\n", ""
+        return 0, self.text, ""
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+@pytest.mark.parametrize("answers", [True, False])
+def test_wait_for_nts_bursts_and_needs_a_reply_during_the_check(answers):
+    fake = FakeChrony(answers_burst=answers)
+    res = cs.wait_for_nts(fake.run, ["chronyc", "-c"], timeout=5, interval=0.1, clock=fake.clock, sleep=fake.sleep,
+                          burst=["chronyc", "burst", "1/4"])  # fmt: skip
+    assert res["verified"] is answers and res["fresh"] is True
+    bursts = [c for c in fake.calls if "burst" in c]
+    assert res["bursts"] == len(bursts) >= 1
+    if not answers:
+        assert len(bursts) == 3  # at 0, 2 and 4 s: one every 2 s until the 5 s deadline
+        assert "no NTP request sent during this check" in res["msg"]
+
+
+def test_wait_for_nts_with_an_early_baseline_needs_no_burst_when_replies_are_in():
+    fake = FakeChrony(answers_burst=True)
+    report = status("healthy")
+    early = {cs.source_key(h): [c - 1 for c in cs.counters(h)] for h in cs.join_sources(report)}
+    res = cs.wait_for_nts(fake.run, ["chronyc", "-c"], timeout=5, clock=fake.clock, sleep=fake.sleep,
+                          burst=["chronyc", "burst", "1/4"], baseline=early)  # fmt: skip
+    assert res["verified"] is True and res["polls"] == 1 and res["bursts"] == 0
