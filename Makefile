@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 
 .PHONY: setup lab-up lab-down lab-status demo health lint unit test bench clean
 
-setup:                ## system packages, venv, lab images (idempotent)
+setup:                ## system packages, venv, lab images, the collection path (idempotent)
+	@mkdir -p .collections/ansible_collections/nts && ln -sfn ../../.. .collections/ansible_collections/nts/chrony
 	@bash lab/setup.sh
 
 lab-up: setup         ## NTS servers + systemd client hosts in podman; inventory: `python3 lab/labctl.py inventory`

@@ -29,11 +29,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "plugins" / "module_utils")]
-
-import nts_client  # noqa: E402
+sys.path[:0] = [str(REPO), str(REPO / ".collections")]  # benchmarks run as scripts: the checkout and its collection
 
 from tests.lib.chronyd import NtsServer, unique_loopback_address  # noqa: E402
+from tests.lib.collection import nts_client  # noqa: E402
 from tests.lib.pki import CertificateAuthority, make_shared_dir  # noqa: E402
 
 

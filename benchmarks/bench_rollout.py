@@ -30,10 +30,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "plugins" / "module_utils")]
+sys.path[:0] = [str(REPO), str(REPO / ".collections")]  # benchmarks run as scripts: the checkout and its collection
 
-import chrony_status as cs  # noqa: E402
-import nts_report as nr  # noqa: E402
+from tests.lib.collection import (  # noqa: E402
+    cs,
+    nr,
+)
 
 FIXTURES = REPO / "tests" / "fixtures" / "chronyc"
 VENV_BIN = REPO / ".venv" / "bin"

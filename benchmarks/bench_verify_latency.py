@@ -28,13 +28,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
-
-import chrony_status as cs  # noqa: E402
+sys.path[:0] = [str(REPO), str(REPO / ".collections")]  # benchmarks run as scripts: the checkout and its collection
 
 from tests.lib.ansible_local import CWD, LOCAL, module_env  # noqa: E402
 from tests.lib.chronyd import CHRONYC, NtsClient, NtsServer, unique_loopback_address  # noqa: E402
+from tests.lib.collection import cs  # noqa: E402
 from tests.lib.pki import CertificateAuthority, make_shared_dir  # noqa: E402
 
 ENV = module_env()

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-for _p in (REPO / "plugins" / "module_utils", REPO):
+# The one place the tests set their import path: the checkout itself (tests.lib) and the collection path that
+# `make setup` arranges (.collections/ansible_collections/nts/chrony -> this checkout).
+if not (REPO / ".collections" / "ansible_collections" / "nts" / "chrony" / "galaxy.yml").exists():
+    raise RuntimeError("the collection path .collections/ansible_collections/nts/chrony is missing: run `make setup`")
+for _p in (REPO / ".collections", REPO):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 

@@ -2,37 +2,29 @@
 """Action plugin of the nts_probe module: on the controller, probe in-process instead of starting a Python.
 
 A task that runs on the controller (connection ``local``: ``delegate_to: localhost``, as the chrony_nts role's
-pre-flight gate does) calls the same code the module runs (plugins/module_utils/nts_client.py) inside the Ansible
+pre-flight gate does) calls the same code the module runs (plugins/module_utils/nts_prober.py) inside the Ansible
 worker, saving the module's Python start-up and imports, about 0.3 s of every run. Anywhere else (a managed host,
 probing from its own network position), or with ``async``, the module is executed as usual.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
 from ansible.plugins.action import ActionBase
-
-# As for the filters: the sibling plugins/module_utils directory is put on sys.path (``ansible.module_utils.<name>``
-# does not resolve from the configured module_utils path on the controller).
-_MODULE_UTILS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "module_utils"))
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-import nts_client  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils import nts_prober
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(nts_client.PROBE_ARGUMENT_SPEC)
+    _VALID_ARGS = frozenset(nts_prober.PROBE_ARGUMENT_SPEC)
 
     def run(self, tmp=None, task_vars=None):
         if self._connection.transport not in ("local", "ansible.builtin.local") or self._task.async_val:
-            return self._execute_module(module_name="nts_probe", module_args=self._task.args, task_vars=task_vars)
+            return self._execute_module(
+                module_name="nts.chrony.nts_probe", module_args=self._task.args, task_vars=task_vars
+            )
         result = super().run(tmp, task_vars)
-        _spec, params = self.validate_argument_spec(argument_spec=nts_client.PROBE_ARGUMENT_SPEC)
-        out, failure, warnings = nts_client.run_probe_task(params)
+        _spec, params = self.validate_argument_spec(argument_spec=nts_prober.PROBE_ARGUMENT_SPEC)
+        out, failure, warnings = nts_prober.run_probe_task(params)
         result.update(out)
         if warnings:
             result["warnings"] = warnings

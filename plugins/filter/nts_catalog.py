@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Jinja2 filters for the NTS server catalog and the source selection policy.
 
-Thin wrappers around ``plugins/module_utils/nts_catalog.py`` (pure Python, no Ansible imports):
+Thin wrappers around ``plugin_utils/catalog_schema.py`` and ``catalog_select.py`` (pure Python, no Ansible imports):
 every validation or selection problem becomes an ``AnsibleFilterError`` whose message names the
 path, the field and the value.
 
@@ -11,7 +11,7 @@ Filters
 ``nts_catalog_validate``  catalog -> normalized catalog
 ``nts_catalog_merge``     catalog, extra=[], replace=false -> normalized merged catalog
 ``nts_select``            catalog (or none), policy={}, site_servers=[] -> ordered list of sources
-``nts_pem_check``         PEM text, field='ca' -> the same text (fails unless >= 1 certificate, no key)
+``nts_pem_check``         PEM text, field='ca', ca=true -> the same text (>= 1 certificate, CAs if ca, no key)
 
 Typical role use::
 
@@ -23,19 +23,9 @@ Typical role use::
 
 from __future__ import annotations
 
-import os
-import sys
-
 from ansible.errors import AnsibleFilterError
-
-# The filter runs on the controller, where ``ansible.module_utils.<name>`` does not resolve from the configured
-# module_utils path (checked with ansible-core 2.19): the sibling plugins/module_utils directory is put on sys.path
-# instead, so this filter and the modules share one copy of the code.
-_MODULE_UTILS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "module_utils"))
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-import nts_catalog as _nc  # noqa: E402
+from ansible_collections.nts.chrony.plugins.plugin_utils import catalog_schema as _schema
+from ansible_collections.nts.chrony.plugins.plugin_utils import catalog_select as _select
 
 
 def _plain(value):
@@ -62,8 +52,8 @@ def nts_catalog_validate(catalog, source="catalog"):
     ``catalog servers[12] (host 'x.example'): stratum 16 is out of range 1-15``.
     """
     try:
-        return _nc.validate_catalog(_plain(catalog), str(source))
-    except _nc.NtsCatalogError as exc:
+        return _schema.validate_catalog(_plain(catalog), str(source))
+    except _schema.NtsCatalogError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
@@ -74,8 +64,8 @@ def nts_catalog_merge(catalog, extra=None, replace=False):
     (it then replaces that entry in place); ``override: true`` for an unknown host is an error.
     """
     try:
-        return _nc.merge_catalog(_plain(catalog), _plain(extra), _plain(replace))
-    except _nc.NtsCatalogError as exc:
+        return _schema.merge_catalog(_plain(catalog), _plain(extra), _plain(replace))
+    except _schema.NtsCatalogError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
@@ -87,16 +77,16 @@ def nts_select(catalog, policy=None, site_servers=None):
     provider, stratum, countries, region, anycast, virtualised, usage, site and options.
     """
     try:
-        return _nc.select_servers(_plain(catalog), _plain(policy), _plain(site_servers))
-    except _nc.NtsCatalogError as exc:
+        return _select.select_servers(_plain(catalog), _plain(policy), _plain(site_servers))
+    except _schema.NtsCatalogError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
-def nts_pem_check(text, field="ca"):
-    """Return ``text`` unchanged if it holds >= 1 well-formed PEM certificate and no private key."""
+def nts_pem_check(text, field="ca", ca=True):
+    """Return ``text`` unchanged if it holds >= 1 X.509 PEM certificate (CAs with ``ca``) and no private key."""
     try:
-        _nc.check_pem_certificates(_plain(text), str(field))
-    except _nc.NtsCatalogError as exc:
+        _schema.check_pem_certificates(_plain(text), str(field), bool(ca))
+    except _schema.NtsCatalogError as exc:
         raise AnsibleFilterError(str(exc)) from None
     return text
 

@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
-"""Filters for the fleet report and the rollout summary; the work is done in plugins/module_utils/nts_report.py.
+"""Filters for the fleet report and the rollout summary; the work is done in plugin_utils/fleet_report.py and
+rollout_summary.py.
 
 ``nts_report_build``        records, generated_at, title=... -> the report (plain data, what report.json holds)
 ``nts_report_json``         report -> JSON text
@@ -12,19 +13,9 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 from ansible.errors import AnsibleFilterError
-
-# The filter runs on the controller, where ``ansible.module_utils.<name>`` does not resolve from the configured
-# module_utils path (checked with ansible-core 2.19): the sibling plugins/module_utils directory is put on sys.path
-# instead, so this filter and the modules share one copy of the code.
-_MODULE_UTILS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "module_utils"))
-if _MODULE_UTILS not in sys.path:
-    sys.path.insert(0, _MODULE_UTILS)
-
-import nts_report as _nr  # noqa: E402
+from ansible_collections.nts.chrony.plugins.plugin_utils import fleet_report as _report
+from ansible_collections.nts.chrony.plugins.plugin_utils import rollout_summary as _rollout
 
 
 def _plain(value):
@@ -47,36 +38,36 @@ def _plain(value):
 def _call(func, *args, **kwargs):
     try:
         return func(*[_plain(a) for a in args], **{k: _plain(v) for k, v in kwargs.items()})
-    except _nr.ReportError as exc:
+    except _report.ReportError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
 def nts_report_build(records, generated_at, title="chrony NTS fleet health"):
-    return _call(_nr.build_report, records, generated_at, title)
+    return _call(_report.build_report, records, generated_at, title)
 
 
 def nts_report_json(report):
-    return _call(_nr.render_json, report)
+    return _call(_report.render_json, report)
 
 
 def nts_report_html(report):
-    return _call(_nr.render_html, report)
+    return _call(_report.render_html, report)
 
 
 def nts_report_markdown(report, svg_file="offsets.svg"):
-    return _call(_nr.render_markdown, report, svg_file)
+    return _call(_report.render_markdown, report, svg_file)
 
 
 def nts_report_svg(report):
-    return _call(_nr.render_svg, report)
+    return _call(_report.render_svg, report)
 
 
 def nts_rollout_summary(run_id, hosts, batches, results):
-    return _call(_nr.build_rollout_summary, run_id, hosts, batches, results)
+    return _call(_rollout.build_rollout_summary, run_id, hosts, batches, results)
 
 
 def nts_rollout_markdown(summary):
-    return _call(_nr.render_rollout_markdown, summary)
+    return _call(_rollout.render_rollout_markdown, summary)
 
 
 class FilterModule:

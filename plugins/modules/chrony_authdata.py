@@ -269,10 +269,12 @@ chrony_version:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.chrony_status import (  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.chronyc import (  # noqa: E402
     ChronyParseError,
-    burst_command,
     parse_version,
+)
+from ansible_collections.nts.chrony.plugins.module_utils.nts_health import (  # noqa: E402
+    burst_command,
     status_command,
     wait_for_nts,
 )

@@ -21,8 +21,8 @@ description:
     Otherwise the service is only started if it is not running. It is enabled in both cases.
   - Then, on every run, changed or not, proves NTS works by polling C(chronyc) until the health predicate of the
     C(chrony_authdata) module holds (O(verify)). A second run is therefore a compliance check.
-  - The proof is fresh. A source counts only on a valid, authenticated reply received during this call: after a
-    (re)start everything chronyd received is new; without one, the module takes the counters of C(chronyc ntpdata)
+  - The proof is fresh. A source counts only on a valid, authenticated reply received during this call. After a
+    (re)start everything chronyd received is new. Without one, the module takes the counters of C(chronyc ntpdata)
     as a baseline and runs C(chronyc burst 1/4) so every source answers within about 0.2 s instead of at its next
     poll. A server that stopped answering makes the run fail within O(verify.timeout), although chronyd keeps such a
     source selected for up to eight lost polls.
@@ -269,15 +269,8 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.chrony_host import explain_causes, journal_causes  # noqa: E402
-from ansible.module_utils.chrony_status import (  # noqa: E402
-    ChronyParseError,
-    burst_command,
-    parse_version,
-    status_command,
-    wait_for_nts,
-)
-from ansible.module_utils.chrony_trust import (  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.chrony_host import explain_causes, journal_causes  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.chrony_trust import (  # noqa: E402
     changed_sources,
     dump_files,
     fingerprints,
@@ -287,11 +280,20 @@ from ansible.module_utils.chrony_trust import (  # noqa: E402
     save_proven,
     trust_problems,
 )
-from ansible.module_utils.file_snapshot import (  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.chronyc import (  # noqa: E402
+    ChronyParseError,
+    parse_version,
+)
+from ansible_collections.nts.chrony.plugins.module_utils.file_snapshot import (  # noqa: E402
     SnapshotError,
     discard_snapshot,
     restore_snapshot,
     save_snapshot,
+)
+from ansible_collections.nts.chrony.plugins.module_utils.nts_health import (  # noqa: E402
+    burst_command,
+    status_command,
+    wait_for_nts,
 )
 
 SELINUX_XATTR = "security.selinux"

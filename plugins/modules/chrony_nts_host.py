@@ -46,7 +46,7 @@ options:
     default: []
   start_check:
     description:
-      - Start the NTS proof of a later C(chrony_nts_apply) call now: read every NTS source's reply counters and run
+      - Start the NTS proof of a later C(chrony_nts_apply) call now. Read every NTS source's reply counters and run
         C(chronyc burst 1/4), so the sources' fresh replies are in by the time the proof looks (RV(nts_baseline)).
         Asks the sources for one sample early; changes nothing on the host.
     type: bool
@@ -145,14 +145,15 @@ files:
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.chrony_host import (  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.chrony_host import (  # noqa: E402
     missing_dpkg_packages,
     missing_rpm_packages,
     os_facts,
     parse_systemctl_show,
     units_to_stop,
 )
-from ansible.module_utils.chrony_status import ChronyParseError, parse_version, start_fresh_check  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.chronyc import ChronyParseError, parse_version  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.nts_health import start_fresh_check  # noqa: E402
 
 MAX_READ = 1 << 20  # the files read are small configuration files; refuse anything larger
 

@@ -149,7 +149,7 @@ run_id:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.file_snapshot import (  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.file_snapshot import (  # noqa: E402
     SnapshotError,
     discard_snapshot,
     restore_snapshot,

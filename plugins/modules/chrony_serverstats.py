@@ -134,7 +134,11 @@ elapsed:
 import time  # noqa: E402 - Ansible modules import after their documentation strings
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.chrony_status import ChronycError, ChronyParseError, parse_serverstats  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.chronyc import (  # noqa: E402
+    ChronycError,
+    ChronyParseError,
+    parse_serverstats,
+)
 
 CHECKED = ("nts_ke_accepted", "authenticated_ntp")
 

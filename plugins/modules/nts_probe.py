@@ -294,7 +294,10 @@ failed_servers:
 """
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.nts_client import PROBE_ARGUMENT_SPEC, run_probe_task  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.nts_prober import (  # noqa: E402
+    PROBE_ARGUMENT_SPEC,
+    run_probe_task,
+)
 
 
 def main():

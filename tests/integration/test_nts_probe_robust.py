@@ -21,12 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-import nts_client
 import pytest
 from OpenSSL import SSL
 
 from tests.lib.ansible_local import ANSIBLE, CWD, LOCAL, module_env
 from tests.lib.chronyd import NtsServer, unique_loopback_address
+from tests.lib.collection import nts_client
 from tests.lib.pki import CertificateAuthority, make_shared_dir
 
 pytestmark = pytest.mark.loopback

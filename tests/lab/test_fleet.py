@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from nts_client import probe
+from ansible_collections.nts.chrony.plugins.module_utils.nts_prober import probe
 
 from tests.lab.conftest import LABCTL, REPO, Lab, load_inventory, recap, run
 

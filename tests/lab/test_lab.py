@@ -8,10 +8,10 @@ import socket
 import ssl
 import time
 
-import nts_client
 import pytest
 
 from tests.lab.conftest import LABCTL, REPO, load_inventory, run
+from tests.lib.collection import nts_client
 
 pytestmark = pytest.mark.lab
 

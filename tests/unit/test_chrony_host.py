@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
 
-import chrony_host as ch  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils import chrony_host as ch  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 

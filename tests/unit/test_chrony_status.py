@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "plugins" / "module_utils"))
 
-import chrony_status as cs  # noqa: E402
+from tests.lib.collection import cs  # noqa: E402
 
 FIX = REPO / "tests" / "fixtures" / "chronyc"
 

@@ -1,6 +1,6 @@
 """NTS catalog: the shipped data, schema validation, merging, the selection policy, PEM and option checks.
 
-Everything runs the real code in plugins/module_utils/nts_catalog.py (on sys.path via tests/conftest.py); the
+Everything runs the real code in plugins/plugin_utils/catalog_schema.py and catalog_select.py; the
 option table is cross-checked against the chronyd installed here with ``chronyd -x -p`` (parse only).
 """
 
@@ -9,20 +9,20 @@ from __future__ import annotations
 import base64
 import copy
 import datetime
-import importlib.util
 import random
 import shutil
 import subprocess
 from pathlib import Path
 
-import nts_catalog as nc
 import pytest
 import yaml
+from ansible_collections.nts.chrony.plugins.plugin_utils.catalog_schema import NtsCatalogError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from nts_catalog import NtsCatalogError
+
+from tests.lib.collection import nc
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG_FILE = REPO / "roles" / "chrony_nts" / "files" / "nts_catalog.yml"
@@ -727,12 +727,9 @@ def test_chronyd_parses_every_validated_option(tmp_path):
 
 
 def _load_filter_plugin():
-    path = REPO / "plugins" / "filter" / "nts_catalog.py"
-    spec = importlib.util.spec_from_file_location("test_nts_catalog_filter_plugin", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from ansible_collections.nts.chrony.plugins.filter import nts_catalog
+
+    return nts_catalog
 
 
 def test_filter_plugin_wraps_the_functions(shipped):
@@ -786,3 +783,5 @@ def test_leaf_certificate_given_as_ca_is_refused(ca_pem):
     assert "CN=s.corp" in msg and "CN=site ca" in msg
     # the real CA of the same name passes
     assert nc.check_pem_certificates(ca_pem[0]) == 1
+    # a server's own certificate chain (the server role's check) starts with its leaf: not refused there
+    assert nc.check_pem_certificates(pem, "chrony_nts_server_cert_file", require_ca=False) == 1

@@ -6,9 +6,10 @@ that :func:`nts_client.aead_seal` builds the component list in that order and pr
 
 from __future__ import annotations
 
-import nts_client
 import pytest
 from cryptography.exceptions import InvalidTag
+
+from tests.lib.collection import nts_client
 
 A1_KEY = bytes.fromhex("fffefdfcfbfaf9f8f7f6f5f4f3f2f1f0f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
 A1_AD = bytes.fromhex("101112131415161718191a1b1c1d1e1f2021222324252627")

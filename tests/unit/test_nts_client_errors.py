@@ -6,20 +6,20 @@ from __future__ import annotations
 import ast
 import datetime
 import errno
-import importlib.machinery
-import importlib.util
 import os
 from pathlib import Path
 
-import nts_client
 import pytest
 import yaml
+from ansible_collections.nts.chrony.plugins.module_utils import nts_prober
+from ansible_collections.nts.chrony.plugins.module_utils.nts_ke import NTSError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from nts_client import NTSError
 from OpenSSL import SSL
+
+from tests.lib.collection import nts_client
 
 CLI = Path(__file__).resolve().parents[2] / "bin" / "nts-probe"
 
@@ -165,7 +165,7 @@ def test_unexpected_error_in_a_step_is_that_servers_result(monkeypatch):
     def broken(*_args, **_kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(nts_client, "resolve", broken)
+    monkeypatch.setattr(nts_prober, "resolve", broken)
     results = nts_client.probe_many(["a.example", "b.example"], timeout=1)
     for r in results:
         assert (r["ok"], r["stage"]) == (False, "dns"), r
@@ -178,17 +178,15 @@ def test_unexpected_os_error_gets_the_stage_in_progress(monkeypatch):
     def reset(*_args, **_kwargs):
         raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
 
-    monkeypatch.setattr(nts_client, "tcp_connect", reset)
+    monkeypatch.setattr(nts_prober, "tcp_connect", reset)
     r = nts_client.probe("127.0.0.9", 4460, timeout=1)
     assert (r["ok"], r["stage"], r["error"]) == (False, "tcp", "connection reset by peer during the tcp stage")
 
 
 def load_cli():
-    loader = importlib.machinery.SourceFileLoader("nts_probe_cli", str(CLI))
-    spec = importlib.util.spec_from_loader("nts_probe_cli", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    from ansible_collections.nts.chrony.plugins.plugin_utils import probe_cli
+
+    return probe_cli
 
 
 def test_cli_turns_an_internal_error_into_unknown(monkeypatch, capsys):
@@ -197,7 +195,7 @@ def test_cli_turns_an_internal_error_into_unknown(monkeypatch, capsys):
     def broken(*_args, **_kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli.nts_client, "probe_many", broken)
+    monkeypatch.setattr(cli.nts_prober, "probe_many", broken)
     assert cli.run(["a.example"]) == cli.EXIT_UNKNOWN
     err = capsys.readouterr().err
     assert err == "nts-probe: internal error: RuntimeError: boom\n"

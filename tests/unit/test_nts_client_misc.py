@@ -8,13 +8,15 @@ import socket
 import threading
 import time
 
-import nts_client
 import pytest
+from ansible_collections.nts.chrony.plugins.module_utils import nts_tls
+from ansible_collections.nts.chrony.plugins.module_utils.nts_ke import NTSError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from nts_client import NTSError
+
+from tests.lib.collection import nts_client
 
 
 def make_cert(dns=(), ips=(), san=True, days=30):
@@ -142,10 +144,10 @@ def test_probe_many_argument_errors():
 
 
 def test_missing_dependency_message(monkeypatch):
-    monkeypatch.setattr(nts_client, "_PYOPENSSL_ERROR", ImportError("No module named 'OpenSSL'"))
+    monkeypatch.setattr(nts_tls, "_PYOPENSSL_ERROR", ImportError("No module named 'OpenSSL'"))
     with pytest.raises(nts_client.MissingDependencyError, match=r"'pyOpenSSL' >= 17.5 .* No module named 'OpenSSL'"):
         nts_client.probe("h")
-    monkeypatch.setattr(nts_client, "_CRYPTOGRAPHY_ERROR", ImportError("cannot import name 'AESSIV'"))
+    monkeypatch.setattr(nts_tls, "_CRYPTOGRAPHY_ERROR", ImportError("cannot import name 'AESSIV'"))
     with pytest.raises(nts_client.MissingDependencyError, match=r"'cryptography' >= 37 \(for AESSIV\)"):
         nts_client.check_dependencies()
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import struct
 
-import nts_client
 import pytest
+from ansible_collections.nts.chrony.plugins.module_utils.nts_ke import NTSError
+from ansible_collections.nts.chrony.plugins.module_utils.nts_ntp import build_ntp_request, parse_ntp_response
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
-from nts_client import NTSError, build_ntp_request, parse_ntp_response
+
+from tests.lib.collection import nts_client
 
 C2S = bytes(range(32))
 S2C = bytes(range(32, 64))

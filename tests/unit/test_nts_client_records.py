@@ -9,9 +9,15 @@ from __future__ import annotations
 import random
 import struct
 
-import nts_client
 import pytest
-from nts_client import NTSError, decode_ke_message, encode_record, interpret_ke_response
+from ansible_collections.nts.chrony.plugins.module_utils.nts_ke import (
+    NTSError,
+    decode_ke_message,
+    encode_record,
+    interpret_ke_response,
+)
+
+from tests.lib.collection import nts_client
 
 NEXT_NTPV4 = encode_record(1, b"\x00\x00", critical=True)
 AEAD_15 = encode_record(4, b"\x00\x0f", critical=True)

@@ -12,9 +12,9 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import chrony_status as cs
-import nts_report as nr
 import pytest
+
+from tests.lib.collection import cs, nr
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "chronyc"
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -285,14 +285,9 @@ def test_rollout_bad_input(args, message):
 
 # ------------------------------------------------------------------------------------------------------------ filter
 def test_filter_plugin_wraps_errors_and_renders():
-    import importlib.util
-
     from ansible.errors import AnsibleFilterError
+    from ansible_collections.nts.chrony.plugins.filter import nts_report as mod
 
-    path = Path(__file__).resolve().parents[2] / "plugins" / "filter" / "nts_report.py"
-    spec = importlib.util.spec_from_file_location("nts_report_filter", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     filters = mod.FilterModule().filters()
     rep = filters["nts_report_build"](fleet(), "t")
     assert rep["summary"]["hosts"] == 5 and "<svg" in filters["nts_report_html"](rep)

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "chrony_nts" / "filter_plugins"))
-
-from chrony_nts_checks import chrony_nts_input_errors, dropped_text
+from ansible_collections.nts.chrony.plugins.filter.chrony_nts_checks import chrony_nts_input_errors, dropped_text
 
 GOOD = {
     "facts": {"os_family": "Debian", "distribution": "Debian", "distribution_version": "12.7",

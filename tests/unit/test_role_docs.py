@@ -105,13 +105,11 @@ def _reached_task_files() -> list[Path]:
 
 
 def _filter_and_module_names() -> set:
-    import importlib.util
+    import importlib
 
     names = {p.stem for p in (ROLE.parents[1] / "plugins" / "modules").glob("*.py")}
-    for path in (ROLE / "filter_plugins").glob("*.py"):
-        spec = importlib.util.spec_from_file_location(f"_role_filters_{path.stem}", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+    for path in (ROLE.parents[1] / "plugins" / "filter").glob("*.py"):
+        mod = importlib.import_module(f"ansible_collections.nts.chrony.plugins.filter.{path.stem}")
         names |= set(mod.FilterModule().filters())
     return names
 

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from ansible.errors import AnsibleFilterError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "chrony_nts" / "filter_plugins"))
-
-from chrony_nts_certs import chrony_nts_trusted_certs
-from chrony_nts_options import chrony_nts_daemon_opts
+from ansible_collections.nts.chrony.plugins.filter.chrony_nts_certs import chrony_nts_trusted_certs
+from ansible_collections.nts.chrony.plugins.filter.chrony_nts_options import chrony_nts_daemon_opts
 
 DEBIAN = '# Options to pass to chrony.\nDAEMON_OPTS="-F 1"\n'
 RHEL = '# Command-line options for chronyd\nOPTIONS="-F 2"\n'

@@ -6,14 +6,10 @@ import hashlib
 import json
 import os
 import stat
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
-
-import file_snapshot as snap
+from ansible_collections.nts.chrony.plugins.module_utils import file_snapshot as snap
 
 
 def _state(path: Path):
