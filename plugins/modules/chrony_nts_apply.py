@@ -281,7 +281,9 @@ from ansible_collections.nts.chrony.plugins.module_utils.chrony_trust import (  
     trust_problems,
 )
 from ansible_collections.nts.chrony.plugins.module_utils.chronyc import (  # noqa: E402
+    ChronycError,
     ChronyParseError,
+    parse_serverstats,
     parse_version,
 )
 from ansible_collections.nts.chrony.plugins.module_utils.file_snapshot import (  # noqa: E402
@@ -335,12 +337,21 @@ class Host(object):
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def desired_files(module):
-    """Check the file list; returns the entries with their wanted bytes, uid, gid and mode."""
+def desired_files(module, lenient=False):
+    """Check the file lists (O(files), then O(secret_files)); returns the entries with their wanted bytes, uid, gid
+    and mode. ``lenient`` (check mode before chrony is installed): an owner or group the package will create is not
+    an error yet."""
     seen = set()
     entries = []
-    for index, item in enumerate(module.params["files"]):
-        where = "files[%d] (%s)" % (index, item["path"])
+    # Secret files first: a directory they share with other files is created for the secret (0750, its group).
+    items = [("secret_files", dict(item, state="present", validate=None, unit=False, secret=True))
+             for item in module.params["secret_files"] or []]  # fmt: skip
+    items += [("files", dict(item, secret=False)) for item in module.params["files"]]
+    counters = {"files": 0, "secret_files": 0}
+    for option, item in items:
+        index = counters[option]
+        counters[option] += 1
+        where = "%s[%d] (%s)" % (option, index, item["path"])
         path = item["path"]
         if not os.path.isabs(path):
             module.fail_json(msg="%s: path must be absolute" % where)
@@ -354,11 +365,15 @@ def desired_files(module):
             try:
                 entry["uid"] = pwd.getpwnam(item["owner"]).pw_uid
             except KeyError:
-                module.fail_json(msg="%s: owner %r does not exist on this host" % (where, item["owner"]))
+                if not lenient:
+                    module.fail_json(msg="%s: owner %r does not exist on this host" % (where, item["owner"]))
+                entry["uid"] = None
             try:
                 entry["gid"] = grp.getgrnam(item["group"]).gr_gid
             except KeyError:
-                module.fail_json(msg="%s: group %r does not exist on this host" % (where, item["group"]))
+                if not lenient:
+                    module.fail_json(msg="%s: group %r does not exist on this host" % (where, item["group"]))
+                entry["gid"] = None
             try:
                 entry["mode_int"] = int(item["mode"], 8)
             except ValueError:
@@ -432,23 +447,29 @@ def _selinux_label(path):
         return None
 
 
-def _make_parents(path):
+def _make_parents(path, secret_gid=None):
     directory = os.path.dirname(path)
     missing = []
     while not os.path.isdir(directory):
         missing.append(directory)
         directory = os.path.dirname(directory)
     for directory in reversed(missing):
-        # Configuration directories (a CA directory, a systemd drop-in directory): root's, readable by chronyd.
-        os.mkdir(directory, 0o755)
-        os.chmod(directory, 0o755)  # noqa: S103 - the umask must not make them unreadable
+        if secret_gid is None:
+            # Configuration directories (a CA directory, a systemd drop-in directory): root's, readable by chronyd.
+            os.mkdir(directory, 0o755)
+            os.chmod(directory, 0o755)  # noqa: S103 - the umask must not make them unreadable
+        else:
+            # The directory of a secret (the NTS server key): root and the file's group (chronyd's) only.
+            os.mkdir(directory, 0o750)
+            os.chown(directory, 0, secret_gid)
+            os.chmod(directory, 0o750)  # noqa: S103 - root and chronyd's group (the key's reader)
     return list(reversed(missing))
 
 
 def write(entry, restorecon):
     """Put a present entry in place atomically (temp file in its directory, then rename), keeping the SELinux label."""
     path = entry["path"]
-    created = _make_parents(path)
+    created = _make_parents(path, entry["gid"] if entry.get("secret") else None)
     label = _selinux_label(path) if entry["existed"] else None
     fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".chrony-nts", dir=os.path.dirname(path))
     try:
@@ -486,6 +507,11 @@ def _resolve_error(name):
 def _diff(entries):
     diffs = []
     for entry in entries:
+        if entry.get("secret"):
+            hidden = "(secret content not shown)\n"
+            diffs.append({"before_header": entry["path"], "after_header": entry["path"],
+                          "before": hidden if entry["existed"] else "", "after": hidden})  # fmt: skip
+            continue
         before = entry["before"].decode("utf-8", "replace") if entry["before"] is not None else ""
         after = entry["content"] if entry["state"] == "present" else ""
         diffs.append({"before_header": entry["path"], "after_header": entry["path"], "before": before, "after": after})
@@ -756,7 +782,8 @@ class Apply(object):
 
     # --- the whole step -------------------------------------------------------------------------------------------
     def run(self):
-        entries = desired_files(self.module)
+        installed_guess = os.path.exists(self.p["chronyd"])
+        entries = desired_files(self.module, lenient=self.module.check_mode and not installed_guess)
         installed = self.check_chronyd()
         self.lap("version")
         if not installed and not self.module.check_mode:
@@ -816,6 +843,9 @@ class Apply(object):
             if self.p["verify"] is not None:
                 self.prove()
                 self.lap("verify")
+                if self.p["verify"]["server"]:
+                    self.prove_server()
+                    self.lap("verify_server")
                 if self.trust:
                     self.record_trust()
             else:
@@ -824,10 +854,66 @@ class Apply(object):
             self.failed_after_change(exc, changes)
         if changes and self.p["rollback"]:
             try:
-                discard_snapshot(self.p["snapshot"], keep_previous=True)
+                # A rollback point that holds a secret (the previous NTS server key) is not kept as previous/.
+                keep = not any(e.get("secret") for e in entries)
+                discard_snapshot(self.p["snapshot"], keep_previous=keep)
             except OSError as exc:  # the change is done and proven: say so, do not fail
                 self.module.warn("could not keep the rollback point as the previous configuration: %s" % exc)
         self.done()
+
+    def prove_server(self):
+        """This chronyd serves NTS: a key exchange and an authenticated NTP sample by chrony's own client from this
+        host (``chronyd -Q``, which neither steers the clock nor touches the running daemon), verified against the
+        server's certificate for the name clients use, and counted by this chronyd's serverstats."""
+        spec = self.p["verify"]["server"]
+        chronyc = self.module.get_bin_path("chronyc", opt_dirs=["/usr/bin", "/usr/sbin"])
+        started = time.monotonic()
+        before = self.serverstats(chronyc)
+        # minpoll -4: the sample comes within half a second (2.2 s at the default iburst pacing)
+        line = "server %s iburst nts ntsport %d maxsamples 1 minpoll -4 maxpoll -4" % (spec["name"], spec["ntsport"])
+        argv = [self.p["chronyd"], "-Q", "-x", "-t", str(int(max(1, spec["timeout"]))), line,
+                "ntstrustedcerts %s" % spec["trust"], "nosystemcert"]  # fmt: skip
+        rc, out, err = self.host.run(argv)
+        after = self.serverstats(chronyc)
+        gained = {k: after.get(k, 0) - before.get(k, 0) for k in ("nts_ke_accepted", "authenticated_ntp")}
+        report = {"name": spec["name"], "ntsport": spec["ntsport"], "rc": rc, "elapsed": 0.0, "served": gained}
+        self.result["verify"]["server"] = report
+        problems = []
+        if rc != 0:
+            lines = [x.split("Z ", 1)[-1] for x in (out + err).splitlines() if x.strip()]
+            why = [x for x in lines if not x.startswith(("chronyd version", "Disabled control", "chronyd exiting"))]
+            unresolved = _resolve_error(spec["name"])
+            if unresolved:
+                why.append("%s does not resolve on this host: %s" % (spec["name"], unresolved))
+            problems.append("chrony's own NTS client from this host got no authenticated sample from %s:%d (%s)"
+                            % (spec["name"], spec["ntsport"], "; ".join(why[-3:]) or "rc %d" % rc))  # fmt: skip
+        else:
+            for key, what in (("nts_ke_accepted", "key exchange"), ("authenticated_ntp", "authenticated NTP request")):
+                if gained[key] < 1:
+                    problems.append("this chronyd counted no %s (serverstats %s +%d): something else answered"
+                                    % (what, key, gained[key]))  # fmt: skip
+        dumpdir = self.trust["parsed"]["ntsdumpdir"] if self.trust else None
+        if dumpdir:
+            keys = os.path.join(dumpdir, "ntskeys")
+            try:
+                st, dst = os.stat(keys), os.stat(dumpdir)
+                if stat.S_IMODE(st.st_mode) != 0o600 or st.st_uid != dst.st_uid:
+                    problems.append("%s is not mode 0600 owned by chronyd's user" % keys)
+            except OSError:
+                problems.append(
+                    "chronyd did not save its cookie keys as %s: without them every client's cookies are invalid "
+                    "after a restart (NTS NAK, then a key exchange storm)" % keys
+                )
+        report["elapsed"] = round(time.monotonic() - started, 3)
+        if problems:
+            raise ApplyError("verify", "the NTS server is not proven: " + "; ".join(problems))
+
+    def serverstats(self, chronyc):
+        rc, out, _err = self.host.run([chronyc, "-c", "serverstats"])
+        try:
+            return parse_serverstats(out) if rc == 0 else {}
+        except (ChronyParseError, ChronycError):
+            return {}
 
     def record_trust(self):
         """After a proof: these trust settings have been used by a key exchange (or by cookies from one)."""
@@ -889,6 +975,13 @@ def main():
         validate=dict(type="str"),
         unit=dict(type="bool", default=False),
     )
+    secret_spec = dict(
+        path=dict(type="path", required=True),
+        content=dict(type="str", required=True, no_log=True),
+        owner=dict(type="str", default="root"),
+        group=dict(type="str", default="root"),
+        mode=dict(type="str", default="0600"),
+    )
     verify_spec = dict(
         sources=dict(type="list", elements="str", default=[]),
         min_sources=dict(type="int", default=1),
@@ -898,10 +991,20 @@ def main():
         require_synchronised=dict(type="bool", default=False),
         fresh=dict(type="bool", default=True),
         baseline=dict(type="dict"),
+        server=dict(
+            type="dict",
+            options=dict(
+                name=dict(type="str", required=True),
+                ntsport=dict(type="int", default=4460),
+                trust=dict(type="path", required=True),
+                timeout=dict(type="float", default=10.0),
+            ),
+        ),
     )
     module = AnsibleModule(
         argument_spec=dict(
             files=dict(type="list", elements="dict", options=file_spec, required=True),
+            secret_files=dict(type="list", elements="dict", options=secret_spec, default=[]),
             service=dict(type="str", required=True),
             restart=dict(type="bool", default=False),
             chronyd=dict(type="path", default="/usr/sbin/chronyd"),

@@ -84,8 +84,7 @@ def test_readme_variable_section_is_generated_from_argument_specs():
 
 
 def test_readme_mentions_no_variable_that_does_not_exist():
-    modules = {p.stem for p in (ROLE.parents[1] / "plugins" / "modules").glob("*.py")}
-    mentioned = set(re.findall(r"\bchrony_nts_[a-z0-9_]*[a-z0-9]\b", README.read_text())) - modules
+    mentioned = set(re.findall(r"\bchrony_nts_[a-z0-9_]*[a-z0-9]\b", README.read_text())) - _filter_and_module_names()
     assert mentioned - set(_specs()) == set()
 
 
@@ -108,6 +107,7 @@ def _filter_and_module_names() -> set:
     import importlib
 
     names = {p.stem for p in (ROLE.parents[1] / "plugins" / "modules").glob("*.py")}
+    names |= {p.name for p in (ROLE.parents[1] / "roles").iterdir()}  # role names are not variables either
     for path in (ROLE.parents[1] / "plugins" / "filter").glob("*.py"):
         mod = importlib.import_module(f"ansible_collections.nts.chrony.plugins.filter.{path.stem}")
         names |= set(mod.FilterModule().filters())
