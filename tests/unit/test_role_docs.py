@@ -1,62 +1,44 @@
 """chrony_nts: meta/argument_specs.yml, defaults/main.yml and README.md describe the same variables.
 
-argument_specs is the single source: README's variable section is generated from it. After editing argument_specs run
-``.venv/bin/python tests/unit/test_role_docs.py --write`` to regenerate the section; the tests fail until you do.
+argument_specs is the single source: README's variable section is generated from it by tools/role_docs.py (for every
+role that has argument_specs). After editing argument_specs run ``tools/role_docs.py --write``; these tests and
+``make lint`` (``tools/role_docs.py --check``) fail until you do.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
-import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "chrony_nts"
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles" / "chrony_nts"
 README = ROLE / "README.md"
-BEGIN = "<!-- BEGIN VARIABLES (generated from meta/argument_specs.yml by tests/unit/test_role_docs.py --write) -->"
-END = "<!-- END VARIABLES -->"
-MARKUP = re.compile(r"\b[CVOI]\(([^)]*)\)")
+
+
+def _load_role_docs():
+    spec = importlib.util.spec_from_file_location("role_docs", REPO / "tools" / "role_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+role_docs = _load_role_docs()
 
 
 def _specs() -> dict:
-    return yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    return role_docs.specs(ROLE)
 
 
 def _defaults() -> dict:
     return yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
 
 
-def _plain(text: str) -> str:
-    return MARKUP.sub(lambda m: "`%s`" % m.group(1), " ".join(text.split()))
-
-
-def _yaml_value(value) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
-
-
-def render_section() -> str:
-    out = [BEGIN, ""]
-    for name, spec in _specs().items():
-        kind = spec["type"] + ("[%s]" % spec["elements"] if "elements" in spec else "")
-        facts = ["type `%s`" % kind, "default `%s`" % _yaml_value(spec.get("default"))]
-        if "choices" in spec:
-            facts.append("choices: %s" % ", ".join("`%s`" % c for c in spec["choices"]))
-        out.append("### `%s`" % name)
-        out.append("")
-        out.append(", ".join(facts))
-        out.append("")
-        for paragraph in spec["description"]:
-            out.append(_plain(paragraph))
-            out.append("")
-    out.append(END)
-    return "\n".join(out)
-
-
 def _readme_section() -> str:
-    text = README.read_text()
-    start, stop = text.index(BEGIN), text.index(END) + len(END)
-    return text[start:stop]
+    return role_docs.section(README.read_text())
 
 
 def test_every_option_has_type_default_and_description():
@@ -78,7 +60,7 @@ def test_defaults_and_argument_specs_list_the_same_variables_with_the_same_value
 
 
 def test_readme_variable_section_is_generated_from_argument_specs():
-    assert _readme_section() == render_section(), "run: .venv/bin/python tests/unit/test_role_docs.py --write"
+    assert README.read_text() == role_docs.render_readme(ROLE), "run: tools/role_docs.py --write chrony_nts"
     documented = re.findall(r"^### `(chrony_nts_[a-z0-9_]+)`$", _readme_section(), re.MULTILINE)
     assert sorted(documented) == sorted(_specs())
 
@@ -124,10 +106,47 @@ def test_tasks_and_templates_use_only_documented_public_variables():
     assert set(_specs()) - used == set(), "documented but never used"
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: test_role_docs.py --write   (regenerates the variable section of %s)" % README)
-    text = README.read_text()
-    start, stop = text.index(BEGIN), text.index(END) + len(END)
-    README.write_text(text[:start] + render_section() + text[stop:])
-    print("updated", README)
+@pytest.mark.parametrize("role", role_docs.roles_with_specs(), ids=lambda p: p.name)
+def test_every_role_readme_is_generated_by_tools_role_docs(role):
+    """tools/role_docs.py --check passes for every role with argument_specs (chrony_nts_server included)."""
+    assert not role_docs.stale(role), "run: tools/role_docs.py --write %s" % role.name
+    documented = re.findall(r"^### `([a-z0-9_]+)`$", role_docs.section((role / "README.md").read_text()), re.M)
+    assert documented == list(role_docs.specs(role))
+
+
+def test_role_docs_finds_both_roles():
+    assert [p.name for p in role_docs.roles_with_specs()] == ["chrony_nts", "chrony_nts_server"]
+
+
+def test_role_docs_write_regenerates_a_stale_section_and_adds_missing_markers(tmp_path, capsys):
+    """--check fails on a stale section and names the fix; --write repairs it and keeps the BEGIN line; a README
+    without markers gets them (and a Variables heading) at its end."""
+    roles = tmp_path / "roles"
+    for name, readme in (("a", None), ("b", "# b\n\nNo variables section yet.\n")):
+        meta = roles / name / "meta"
+        meta.mkdir(parents=True)
+        (meta / "argument_specs.yml").write_text(
+            "argument_specs:\n  main:\n    options:\n      %s_x:\n        type: list\n        elements: str\n"
+            "        default: []\n        description:\n          - Hosts, see C(x) and O(y).\n" % name
+        )
+        (roles / name / "README.md").write_text(
+            readme or "# a\n\n<!-- BEGIN VARIABLES (kept as it is) -->\nold text\n<!-- END VARIABLES -->\n\nTail.\n"
+        )
+    original = (role_docs.ROLES, role_docs.ROOT)
+    role_docs.ROLES, role_docs.ROOT = roles, tmp_path
+    try:
+        assert role_docs.main(["--check"]) == 1
+        assert "run: tools/role_docs.py --write a" in capsys.readouterr().err
+        assert role_docs.main(["--write"]) == 0
+        assert role_docs.main(["--check"]) == 0
+        assert role_docs.main(["--check", "nope"]) == 2
+    finally:
+        role_docs.ROLES, role_docs.ROOT = original
+    a = (roles / "a" / "README.md").read_text()
+    assert a == (
+        "# a\n\n<!-- BEGIN VARIABLES (kept as it is) -->\n\n### `a_x`\n\ntype `list[str]`, default `[]`\n\n"
+        "Hosts, see `x` and `y`.\n\n<!-- END VARIABLES -->\n\nTail.\n"
+    )
+    b = (roles / "b" / "README.md").read_text()
+    assert b.startswith("# b\n\nNo variables section yet.\n\n## Variables\n\n%s\n\n### `b_x`" % role_docs.BEGIN)
+    assert b.endswith("<!-- END VARIABLES -->\n")
