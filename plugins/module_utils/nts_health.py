@@ -355,6 +355,7 @@ def wait_for_nts(
     burst_every: float = 2.0,
     fresh_ke: Sequence[str] = (),
     baseline: Optional[Dict[str, Sequence[int]]] = None,
+    wait_all: bool = False,
 ) -> dict:
     """Poll chronyd (``run(argv) -> (rc, stdout, stderr)``) until the health predicate holds or ``timeout`` passes.
 
@@ -367,6 +368,8 @@ def wait_for_nts(
     must also have made an NTS key exchange after ``started`` (their trust settings changed). ``baseline`` (from
     :func:`start_fresh_check`, run earlier in the same deployment) replaces the first poll's counters: replies that
     arrived since then count, so the burst sent then has usually been answered by the first poll.
+    ``wait_all``: once the predicate holds, go on polling (within ``timeout``) until every source is healthy, so a
+    report shows each source's own state rather than the first ones that answered.
 
     Returns a dict: ``verified`` (bool), ``elapsed``, ``polls``, ``bursts``, ``fresh``, ``sources`` (per-source
     dicts), ``healthy_sources``, ``unhealthy_sources`` (name and cause), ``reasons``, ``tracking`` (when chronyd
@@ -444,7 +447,8 @@ def wait_for_nts(
             return result
         now = clock()
         if verdict is not None and last_error is None and verdict.ok:
-            break
+            if not wait_all or not verdict.unhealthy:
+                break
         if now >= deadline:
             break
         if burst and next_burst is not None and now >= next_burst:

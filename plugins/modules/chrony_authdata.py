@@ -78,6 +78,12 @@ options:
         with any polling interval. Without it a fresh check waits for the sources' next polls.
     type: bool
     default: true
+  wait_all:
+    description:
+      - Once enough sources are healthy, go on polling (within O(timeout)) until every source is, so that the report
+        shows each source's own state. A dead source then makes the check take O(timeout); the verdict is the same.
+    type: bool
+    default: false
   chronyc_path:
     description:
       - Name or path of the C(chronyc) program.
@@ -309,6 +315,7 @@ def main():
             fail_on_unhealthy=dict(type="bool", default=True),
             fresh=dict(type="bool", default=True),
             burst=dict(type="bool", default=True),
+            wait_all=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -362,6 +369,7 @@ def main():
         require_synchronised=p["require_synchronised"],
         fresh=p["fresh"],
         burst=burst_command(chronyc, p["socket"]) if p["burst"] and p["fresh"] else None,
+        wait_all=p["wait_all"],
     )
     msg = polled.pop("msg", None)
     fatal = polled.pop("fatal", False)

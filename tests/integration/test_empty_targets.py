@@ -79,7 +79,7 @@ def test_a_report_on_servers_only_gets_past_the_check(tmp_path):
     inv = inventory(tmp_path, servers=["tier1"])
     rc, out = play("playbooks/report.yml", inv, "--tags", "not-a-tag", *rollout_args(tmp_path))
     assert rc == 0, out[-3000:]
-    assert "Refuse a report without targets" in out and "failed=0" in out
+    assert "Check the playbook's inputs and targets" in out and "failed=0" in out
 
 
 @pytest.mark.parametrize("playbook", PLAYBOOKS)
@@ -101,15 +101,18 @@ def test_a_limit_that_matches_nothing_is_refused_by_ansible_itself(tmp_path):
 @pytest.mark.parametrize(
     ("playbook", "why"),
     [
-        ("playbooks/rollout.yml", "The rollout keeps its record on localhost"),
-        ("playbooks/report.yml", "The report is written on localhost"),
+        ("playbooks/rollout.yml", "Nothing to roll out (rollout)"),
+        ("playbooks/report.yml", "Nothing to report on (report)"),
     ],
 )
 def test_a_limit_without_localhost_fails_where_the_controller_keeps_a_record(playbook, why, tmp_path):
     inv = inventory(tmp_path, clients=["client1", "client2"])
     rc, out = play(playbook, inv, "--limit", "client2", *rollout_args(tmp_path))
     assert rc == 2, out[-3000:]
-    assert f"{why}, and --limit left it out. Include it, e.g. --limit 'client2:localhost'" in out, out[-3000:]
+    assert (
+        f"{why}: --limit left out localhost, where the record is written: add it, e.g. --limit 'client2:localhost'"
+        in out
+    ), out[-3000:]
     assert not contacted(out)
     assert not (tmp_path / "rollout").exists() and not (tmp_path / "rep").exists()
 
