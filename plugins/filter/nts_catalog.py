@@ -11,7 +11,7 @@ Filters
 ``nts_catalog_validate``  catalog -> normalized catalog
 ``nts_catalog_merge``     catalog, extra=[], replace=false -> normalized merged catalog
 ``nts_select``            catalog (or none), policy={}, site_servers=[] -> ordered list of sources
-``nts_pem_check``         PEM text, field='ca' -> the same text (fails unless >= 1 certificate, no key)
+``nts_pem_check``         PEM text, field='ca', ca=true -> the same text (>= 1 certificate, CAs if ca, no key)
 
 Typical role use::
 
@@ -92,10 +92,10 @@ def nts_select(catalog, policy=None, site_servers=None):
         raise AnsibleFilterError(str(exc)) from None
 
 
-def nts_pem_check(text, field="ca"):
-    """Return ``text`` unchanged if it holds >= 1 well-formed PEM certificate and no private key."""
+def nts_pem_check(text, field="ca", ca=True):
+    """Return ``text`` unchanged if it holds >= 1 X.509 PEM certificate (CAs with ``ca``) and no private key."""
     try:
-        _nc.check_pem_certificates(_plain(text), str(field))
+        _nc.check_pem_certificates(_plain(text), str(field), bool(ca))
     except _nc.NtsCatalogError as exc:
         raise AnsibleFilterError(str(exc)) from None
     return text

@@ -502,7 +502,7 @@ def _der_length_ok(der: bytes) -> bool:
     return der[offset] == 0x30  # tbsCertificate is a SEQUENCE too
 
 
-def _x509_ca_problem(der: bytes) -> str | None:
+def _x509_ca_problem(der: bytes, require_ca: bool = True) -> str | None:
     """Why ``der`` cannot serve chronyd as a trust anchor, or None.
 
     It must parse as an X.509 certificate and be a CA (basicConstraints CA:TRUE) or self-signed (a pinned
@@ -519,6 +519,8 @@ def _x509_ca_problem(der: bytes) -> str | None:
         subject, issuer = cert.subject, cert.issuer
     except Exception as exc:  # cryptography raises ValueError and friends for junk
         return "is not an X.509 certificate (%s)" % (str(exc).split("\n")[0] or type(exc).__name__)
+    if not require_ca:
+        return None
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
@@ -538,12 +540,14 @@ _PEM_BEGIN_RE = re.compile(r"-----BEGIN ([^-\r\n]*)-----")
 _PEM_BLOCK_RE = re.compile(r"-----BEGIN ([^-\r\n]*)-----(.*?)-----END ([^-\r\n]*)-----", re.DOTALL)
 
 
-def check_pem_certificates(text: Any, field: str = "ca") -> int:
+def check_pem_certificates(text: Any, field: str = "ca", require_ca: bool = True) -> int:
     """Check that ``text`` holds >= 1 well-formed PEM certificate and no private key.
 
     Each ``-----BEGIN CERTIFICATE-----`` block must have a matching END line, a valid base64
     body and decode to DER starting with a SEQUENCE (whose length covers exactly the data).
-    Anything that looks like a private key is refused (its content is never echoed).
+    Anything that looks like a private key is refused (its content is never echoed). Each block must parse as an
+    X.509 certificate; with ``require_ca`` (trust anchors) it must also be a CA or self-signed, while a server's
+    certificate chain (``require_ca=False``) starts with its leaf.
     Explanatory text outside the blocks is tolerated, as OpenSSL does. Returns the number of
     certificates; raises :class:`NtsCatalogError` naming ``field`` otherwise.
     """
@@ -585,7 +589,7 @@ def check_pem_certificates(text: Any, field: str = "ca") -> int:
                 "length holding a SEQUENCE)" % (field, i)
             )
             continue
-        problem = _x509_ca_problem(der)
+        problem = _x509_ca_problem(der, require_ca)
         if problem:
             errors.append("%s: PEM block #%d (CERTIFICATE) %s" % (field, i, problem))
     if errors:

@@ -786,3 +786,5 @@ def test_leaf_certificate_given_as_ca_is_refused(ca_pem):
     assert "CN=s.corp" in msg and "CN=site ca" in msg
     # the real CA of the same name passes
     assert nc.check_pem_certificates(ca_pem[0]) == 1
+    # a server's own certificate chain (the server role's check) starts with its leaf: not refused there
+    assert nc.check_pem_certificates(pem, "chrony_nts_server_cert_file", require_ca=False) == 1
