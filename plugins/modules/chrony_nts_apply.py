@@ -21,8 +21,8 @@ description:
     Otherwise the service is only started if it is not running. It is enabled in both cases.
   - Then, on every run, changed or not, proves NTS works by polling C(chronyc) until the health predicate of the
     C(chrony_authdata) module holds (O(verify)). A second run is therefore a compliance check.
-  - The proof is fresh. A source counts only on a valid, authenticated reply received during this call: after a
-    (re)start everything chronyd received is new; without one, the module takes the counters of C(chronyc ntpdata)
+  - The proof is fresh. A source counts only on a valid, authenticated reply received during this call. After a
+    (re)start everything chronyd received is new. Without one, the module takes the counters of C(chronyc ntpdata)
     as a baseline and runs C(chronyc burst 1/4) so every source answers within about 0.2 s instead of at its next
     poll. A server that stopped answering makes the run fail within O(verify.timeout), although chronyd keeps such a
     source selected for up to eight lost polls.

@@ -46,7 +46,7 @@ options:
     default: []
   start_check:
     description:
-      - Start the NTS proof of a later C(chrony_nts_apply) call now: read every NTS source's reply counters and run
+      - Start the NTS proof of a later C(chrony_nts_apply) call now. Read every NTS source's reply counters and run
         C(chronyc burst 1/4), so the sources' fresh replies are in by the time the proof looks (RV(nts_baseline)).
         Asks the sources for one sample early; changes nothing on the host.
     type: bool
