@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+DOC_NAMES = ("DOCUMENTATION", "EXAMPLES", "RETURN")
 MODULES = sorted((Path(__file__).resolve().parents[2] / "plugins" / "modules").glob("*.py"))
 
 
@@ -16,7 +17,7 @@ def test_module_docs_parse(path):
     docs = {
         node.targets[0].id: node.value.value
         for node in ast.parse(path.read_text()).body
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in ("DOCUMENTATION", "EXAMPLES", "RETURN")
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") in DOC_NAMES
     }
     assert set(docs) == {"DOCUMENTATION", "EXAMPLES", "RETURN"}
     doc = yaml.safe_load(docs["DOCUMENTATION"])
