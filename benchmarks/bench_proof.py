@@ -134,8 +134,10 @@ def main() -> int:
         print(f"{'baseline ' + opts.baseline + ' (proof reads history)':<44} {m_before:8.2f} "
               f"{statistics.median(before_verify):19.3f} s")  # fmt: skip
         print(f"{'this checkout (fresh + exercised proof)':<44} {m_now:8.2f} {statistics.median(now_verify):19.3f} s")
-        print(f"{'ratio this / baseline':<44} {m_now / m_before:8.2f}   (growth {m_now - m_before:+.2f} s; "
-              "issue: at most +0.5 s)")
+        print(
+            f"{'ratio this / baseline':<44} {m_now / m_before:8.2f}   (growth {m_now - m_before:+.2f} s; "
+            "issue: at most +0.5 s)"
+        )
         print(f"\nfirst converge on {n} fresh hosts (install .. proof)")
         print(f"{'':44} {'seconds':>8} {'x lab':>6} {'restart->proof':>15}")
         rows = (
