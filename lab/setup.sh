@@ -14,8 +14,10 @@ free_gb=$(df -Pk /var/lib | awk 'NR==2 {printf "%d", $4/1048576}')
 
 # --- system packages ---------------------------------------------------------------------------------------------
 # chrony is needed on the controller for `chronyd -p` (config validation) and the loopback tests; iptables for
-# netavark's firewall rules; openssl/openssh-client for the lab's keys.
-packages=(podman runc netavark aardvark-dns iptables debootstrap chrony openssl openssh-client nftables iproute2 make)
+# netavark's firewall rules; openssl/openssh-client for the lab's keys; prometheus for promtool (alert rule tests);
+# time (GNU time) for peak-memory figures in benchmarks.
+packages=(podman runc netavark aardvark-dns iptables debootstrap chrony openssl openssh-client nftables iproute2 make
+  prometheus time)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
