@@ -13,6 +13,7 @@ INVENTORY ?= $(shell python3 lab/labctl.py inventory --name $(LAB_NAME))
 PYTEST_ARGS ?=
 
 .PHONY: setup lab-up lab-down lab-status demo health lint unit test bench clean
+.PHONY: role-docs changelog sanity collection ee-context
 
 setup:                ## system packages, venv, lab images, the collection path (idempotent)
 	@mkdir -p .collections/ansible_collections/nts && ln -sfn ../../.. .collections/ansible_collections/nts/chrony
@@ -34,10 +35,13 @@ demo: lab-up          ## deploy NTS with site.yml on lab $(LAB_NAME), then show 
 health:               ## per-host NTS health of lab $(LAB_NAME) (or INVENTORY=path)
 	ansible-playbook -i $(INVENTORY) playbooks/health.yml
 
-lint: setup           ## ruff and ansible-lint (production profile, offline)
+lint: setup           ## ruff, ansible-lint (production profile, offline), role READMEs, changelog fragments
 	ruff check .
 	ruff format --check .
 	ansible-lint --offline --profile production
+	python3 tools/role_docs.py --check
+	antsibull-changelog lint
+	antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml
 
 unit: setup
 	pytest tests/unit -q $(PYTEST_ARGS)
@@ -50,3 +54,22 @@ bench: setup          ## benchmarks (each makes its own lab or loopback servers)
 
 clean: lab-down
 	rm -rf .venv .cache reports
+
+role-docs:            ## regenerate the variable sections of the role READMEs from meta/argument_specs.yml
+	python3 tools/role_docs.py --write
+
+changelog: setup      ## fold changelogs/fragments into changelogs/changelog.yaml and CHANGELOG.rst (galaxy.yml's version)
+	antsibull-changelog release --reload-plugins --update-existing --refresh-fragments
+	antsibull-changelog generate
+
+sanity: setup         ## ansible-test sanity on the built and installed collection (tools/sanity.sh; PyPI for its venvs)
+	bash tools/sanity.sh
+
+collection: setup     ## build the collection tarball into .cache/collection
+	ansible-galaxy collection build --force --output-path .cache/collection .
+
+ee-context: setup     ## execution environment build context in .cache/ee/context (ansible-builder create; no image)
+	@mkdir -p .cache/ee
+	ansible-galaxy collection build --force --output-path .cache/ee .
+	mv -f .cache/ee/nts-chrony-$$(sed -n 's/^version: *//p' galaxy.yml).tar.gz .cache/ee/nts-chrony.tar.gz
+	ansible-builder create --file execution-environment.yml --context .cache/ee/context
