@@ -155,6 +155,82 @@ options:
     description: Where the trust fingerprints of the last successful proof are kept (root only, mode 0600).
     type: path
     default: /var/lib/chrony-nts/trust.json
+  secret_files:
+    description:
+      - Files whose content is a secret (the NTS server key). Handled like O(files) (compared, in the rollback point,
+        written atomically, a change restarts the service) but never shown in diffs, logs or results, and a change
+        that includes one keeps no C(previous/) copy. Directories created for them are mode 0750 with the file's group.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path.
+        type: path
+        required: true
+      content:
+        description: The whole content (no_log).
+        type: str
+        required: true
+      owner:
+        description: Owner.
+        type: str
+        default: root
+      group:
+        description: Group.
+        type: str
+        default: root
+      mode:
+        description: Octal mode.
+        type: str
+        default: "0600"
+  managed:
+    description: The C(ansible_managed) text written at the top of the units this module generates.
+    type: str
+    default: "Managed by chrony-nts (Ansible): local changes are overwritten."
+  monitor:
+    description:
+      - The host-side health check, in the same transaction. This module carries the check's code (the collection's
+        C(chronyc), C(nts_health), C(nts_metrics) and C(nts_check) module_utils) to O(monitor.prefix) at its package
+        path, writes a oneshot service and a timer (C(chrony-nts-check)), and after the proof enables the timer. The
+        check runs C(python3 -E -s -m ansible_collections.nts.chrony.plugins.module_utils.nts_check), evaluates the
+        deploy proof's fresh predicate and writes node_exporter textfile metrics to O(monitor.output).
+      - Its files never restart chronyd; they are in the rollback point like the others.
+      - As root it keeps only CAP_DAC_OVERRIDE (chronyd's socket directory belongs to the chrony user), without
+        network, with a read-only file system but the metrics directory.
+    type: dict
+    suboptions:
+      enabled:
+        description: Install and run the check; V(false) removes it.
+        type: bool
+        default: true
+      interval:
+        description: Seconds between checks.
+        type: int
+        default: 60
+      timeout:
+        description: Seconds one check may take (a dead source makes it take that long).
+        type: float
+        default: 20
+      output:
+        description: The metrics file, in node_exporter's textfile directory (created when missing).
+        type: path
+        default: /var/lib/prometheus/node-exporter/chrony_nts.prom
+      user:
+        description:
+          - User the check runs as. The chrony user (C(_chrony), C(chrony)) works where it may write O(monitor.output)'s
+            directory; root (the default) is kept to CAP_DAC_OVERRIDE.
+        type: str
+        default: root
+      prefix:
+        description: Where the check's code goes.
+        type: path
+        default: /usr/local/lib/chrony-nts
+      args:
+        description: More arguments of the check (C(--source NAME), C(--min-sources N), C(--serverstats), ...).
+        type: list
+        elements: str
+        default: []
   rollback:
     description: Keep a rollback point and restore it when the service or the proof fails after a change.
     type: bool
@@ -261,7 +337,9 @@ rollback:
 
 import grp  # noqa: E402
 import os  # noqa: E402
+import pkgutil  # noqa: E402
 import pwd  # noqa: E402
+import shlex  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
 import stat  # noqa: E402
@@ -269,6 +347,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils import nts_check  # noqa: E402
 from ansible_collections.nts.chrony.plugins.module_utils.chrony_host import explain_causes, journal_causes  # noqa: E402
 from ansible_collections.nts.chrony.plugins.module_utils.chrony_trust import (  # noqa: E402
     changed_sources,
@@ -330,8 +409,8 @@ class Host(object):
         rc, out, err = self.run([self.systemctl, *args])
         return rc, out, err
 
-    def unit_state(self, service):
-        rc, out, err = self.systemctl_do("show", ACTIVE_PROPS, "--", service + ".service")
+    def unit_state(self, service, kind="service"):
+        rc, out, err = self.systemctl_do("show", ACTIVE_PROPS + ",LoadState", "--", service + "." + kind)
         if rc != 0:
             raise ApplyError("service", "systemctl show %s failed (rc %d): %s" % (service, rc, err.strip()))
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -347,7 +426,12 @@ def desired_files(module, lenient=False):
     items = [("secret_files", dict(item, state="present", validate=None, unit=False, secret=True))
              for item in module.params["secret_files"] or []]  # fmt: skip
     items += [("files", dict(item, secret=False)) for item in module.params["files"]]
-    counters = {"files": 0, "secret_files": 0}
+    if module.params["monitor"] is not None:
+        generated = monitor_entries(module.params["monitor"], module.params["service"], module.params["managed"])
+        defaults = dict(owner="root", group="root", mode="0644", validate=None, unit=False, state="present",
+                        content=None, secret=False)  # fmt: skip
+        items += [("monitor", dict(defaults, **entry)) for entry in generated]
+    counters = {"files": 0, "secret_files": 0, "monitor": 0}
     for option, item in items:
         index = counters[option]
         counters[option] += 1
@@ -491,6 +575,79 @@ def write(entry, restorecon):
         raise
     if label is None and restorecon:
         restorecon([*created, path])
+
+
+MONITOR_UNIT = "chrony-nts-check"
+MONITOR_SERVICE = """# {managed}
+# The chrony-nts health check: the deploy proof's fresh predicate, every {interval} s, as node_exporter metrics.
+[Unit]
+Description=chrony-nts: prove authenticated time now and write node_exporter metrics
+After={service}.service
+Wants={service}.service
+
+[Service]
+Type=oneshot
+WorkingDirectory={prefix}
+ExecStart=/usr/bin/python3 -B -E -s -m {module} --timeout {timeout} --output {output}{args}
+# exit 2 = checked, not healthy: the metrics say so; the unit did its job
+SuccessExitStatus=2
+TimeoutStartSec={unit_timeout}
+User={user}
+Nice=10
+NoNewPrivileges=yes
+{capabilities}PrivateNetwork=yes
+PrivateTmp=yes
+ProtectSystem=strict
+ProtectHome=yes
+ReadWritePaths={output_dir}
+"""
+MONITOR_TIMER = """# {managed}
+[Unit]
+Description=chrony-nts: run the NTS health check every {interval} s
+
+[Timer]
+OnBootSec={interval}
+OnUnitActiveSec={interval}
+AccuracySec=1
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def monitor_entries(spec, service, managed):
+    """The files of the host-side check: its code (carried by this module from the collection's module_utils), a
+    oneshot service and a timer. With spec['enabled'] false, the same paths with state absent."""
+    prefix = spec["prefix"]
+    package = os.path.join(prefix, nts_check.PACKAGE_DIR)
+    unit_dir = "/etc/systemd/system"
+    paths = [os.path.join(package, name) for name in nts_check.HOST_FILES]
+    units = [os.path.join(unit_dir, MONITOR_UNIT + ".service"), os.path.join(unit_dir, MONITOR_UNIT + ".timer")]
+    if not spec["enabled"]:
+        return [dict(path=path, state="absent", monitor=True, unit=path in units) for path in paths + units]
+    entries = []
+    for name, path in zip(nts_check.HOST_FILES, paths):
+        data = pkgutil.get_data("ansible_collections.nts.chrony.plugins.module_utils", name)
+        entries.append(dict(path=path, content=data.decode("utf-8"), mode="0644", monitor=True))
+    root = spec["user"] == "root"
+    fields = dict(
+        managed=managed,
+        interval=int(spec["interval"]),
+        service=service,
+        prefix=prefix,
+        module=nts_check.MODULE,
+        timeout=spec["timeout"],
+        output=spec["output"],
+        output_dir=os.path.dirname(spec["output"]),
+        args="".join(" " + shlex.quote(a) for a in spec["args"]),
+        unit_timeout=int(spec["timeout"]) + 30,
+        user=spec["user"],
+        # root needs CAP_DAC_OVERRIDE only: chronyd's socket directory belongs to the chrony user
+        capabilities="CapabilityBoundingSet=CAP_DAC_OVERRIDE\n" if root else "CapabilityBoundingSet=\n",
+    )
+    entries.append(dict(path=units[0], content=MONITOR_SERVICE.format(**fields), unit=True, monitor=True))
+    entries.append(dict(path=units[1], content=MONITOR_TIMER.format(**fields), unit=True, monitor=True))
+    return entries
 
 
 def _resolve_error(name):
@@ -837,7 +994,8 @@ class Apply(object):
                 self.reload_systemd()
                 self.result["reloaded"] = True
                 self.lap("daemon_reload")
-            self.service_up(restart=bool(changes) or self.p["restart"])
+            # The health check's own files (monitor) do not concern chronyd: they never restart it.
+            self.service_up(restart=any(not e.get("monitor") for e in changes) or self.p["restart"])
             self.lap("service")
             self.result["changed"] = bool(changes) or self.result["restarted"] or self.result["enabled"]
             if self.p["verify"] is not None:
@@ -850,6 +1008,9 @@ class Apply(object):
                     self.record_trust()
             else:
                 self.result["verify"] = {"skipped": True, "reason": "verify is not set"}
+            if self.p["monitor"] is not None:
+                self.monitor_timer()
+                self.lap("monitor")
         except ApplyError as exc:
             self.failed_after_change(exc, changes)
         if changes and self.p["rollback"]:
@@ -907,6 +1068,29 @@ class Apply(object):
         report["elapsed"] = round(time.monotonic() - started, 3)
         if problems:
             raise ApplyError("verify", "the NTS server is not proven: " + "; ".join(problems))
+
+    def monitor_timer(self):
+        """Start (or stop) the health check's timer; its files were written with the rest of the change."""
+        spec, timer = self.p["monitor"], MONITOR_UNIT + ".timer"
+        state = self.host.unit_state(MONITOR_UNIT, kind="timer")
+        enabled = self.host.systemctl_do("is-enabled", timer)[1].strip() == "enabled"
+        active = state.get("ActiveState") == "active"
+        if spec["enabled"]:
+            directory = os.path.dirname(spec["output"])
+            if not os.path.isdir(directory):
+                os.makedirs(directory, 0o755)
+                self.result["changed"] = True
+            if not (enabled and active):
+                rc, _out, err = self.host.systemctl_do("enable", "--now", timer)
+                if rc != 0:
+                    raise ApplyError(
+                        "monitor", "systemctl enable --now %s failed (rc %d): %s" % (timer, rc, err.strip())
+                    )
+                self.result["changed"] = True
+        elif state.get("LoadState") == "loaded" and (enabled or active):
+            self.host.systemctl_do("disable", "--now", timer)
+            self.result["changed"] = True
+        self.result["monitor"] = {"enabled": spec["enabled"], "timer": timer, "output": spec["output"]}
 
     def serverstats(self, chronyc):
         rc, out, _err = self.host.run([chronyc, "-c", "serverstats"])
@@ -1016,6 +1200,19 @@ def main():
             run_id=dict(type="str", default=""),
             config=dict(type="path"),
             trust_state=dict(type="path", default="/var/lib/chrony-nts/trust.json"),
+            managed=dict(type="str", default="Managed by chrony-nts (Ansible): local changes are overwritten."),
+            monitor=dict(
+                type="dict",
+                options=dict(
+                    enabled=dict(type="bool", default=True),
+                    interval=dict(type="int", default=60),
+                    timeout=dict(type="float", default=20.0),
+                    output=dict(type="path", default="/var/lib/prometheus/node-exporter/chrony_nts.prom"),
+                    user=dict(type="str", default="root"),
+                    prefix=dict(type="path", default="/usr/local/lib/chrony-nts"),
+                    args=dict(type="list", elements="str", default=[]),
+                ),
+            ),
         ),
         supports_check_mode=True,
     )
