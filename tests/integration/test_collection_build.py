@@ -239,8 +239,9 @@ def test_nts_probe_runs_from_the_installed_collection_and_fails_cleanly(work, in
 
 @pytest.mark.xfail(
     strict=True,
-    reason="plugins/action/nts_probe.py calls _execute_module without wrap_async for async tasks, so Ansible gets "
-    "no job id ('No job id was returned by the async task'); remove this mark once it passes wrap_async",
+    reason="plugins/action/nts_probe.py hands an async task to _execute_module without wrap_async (and declares no "
+    "_supports_async), so Ansible gets no job id ('No job id was returned by the async task'); remove this mark "
+    "once it does",
 )
 def test_nts_probe_runs_as_an_async_module_from_the_installed_collection(work, installed):
     """With async the action plugin hands the task to the module itself (AnsiballZ with its module_utils)."""
