@@ -57,6 +57,8 @@ def os_facts(os_release: str, debian_version: Optional[str] = None) -> Dict[str,
     version = info.get("VERSION_ID", "")
     if ident == "debian" and debian_version and re.match(r"^\d+(\.\d+)*$", debian_version.strip()):
         version = debian_version.strip()
+    elif ident == "debian" and not version and debian_version and re.match(r"^([a-z]+/)?sid$", debian_version.strip()):
+        version = debian_version.strip()  # testing or unstable ("forky/sid"), as Ansible's setup reports them
     return {
         "distribution": distribution,
         "distribution_version": version,

@@ -25,11 +25,11 @@ def nts_state(run: Run) -> dict:
 
 
 def healthy_sources(state: dict) -> list[str]:
-    """NTS mode, a key exchange done, AEAD 15, no NAK, cookies held, reachable and an authenticated sample."""
+    """NTS mode, a key exchange done, AEAD 15 or 30 (AES-128-GCM-SIV, chrony >= 4.4), no NAK, cookies held, reachable and an authenticated sample."""
     healthy = []
     for name, row in state["authdata"].items():
         # name,mode,keyid,type,klen,last,attempts,nak,cookies,cookie_len
-        nts_ok = row[1] == "NTS" and int(row[2]) > 0 and row[3] == "15" and int(row[7]) == 0 and int(row[8]) > 0
+        nts_ok = row[1] == "NTS" and int(row[2]) > 0 and row[3] in ("15", "30") and int(row[7]) == 0 and int(row[8]) > 0
         src = state["sources"].get(name)
         if nts_ok and src and int(src[5], 8) != 0 and state["authenticated"].get(name):
             healthy.append(name)

@@ -23,6 +23,8 @@ OS_RELEASE = {
     "alma9": 'NAME="AlmaLinux"\nVERSION="9.4 (Seafoam Ocelot)"\nID="almalinux"\nID_LIKE="rhel centos fedora"\n'
     'VERSION_ID="9.4"\n',
     "fedora40": 'NAME="Fedora Linux"\nVERSION="40 (Server Edition)"\nID=fedora\nVERSION_ID=40\n',
+    # Debian testing (forky), as debootstrap installs it: no VERSION_ID
+    "forky": 'PRETTY_NAME="Debian GNU/Linux forky/sid"\nNAME="Debian GNU/Linux"\nVERSION_CODENAME=forky\nID=debian\n',
     "arch": 'NAME="Arch Linux"\nPRETTY_NAME="Arch Linux"\nID=arch\nBUILD_ID=rolling\n',
     "mint": 'NAME="Linux Mint"\nVERSION="21.3 (Virginia)"\nID=linuxmint\nID_LIKE="ubuntu debian"\nVERSION_ID="21.3"\n',
 }
@@ -40,6 +42,7 @@ OS_RELEASE = {
         ("fedora40", None, ("Fedora", "40", "40", "RedHat")),
         ("mint", None, ("Linux", "21.3", "21", "Debian")),  # unknown ID: family from ID_LIKE
         ("arch", None, ("Arch", "", "", "Arch")),  # unsupported: the role's preflight names it
+        ("forky", "forky/sid\n", ("Debian", "forky/sid", "forky/sid", "Debian")),  # testing, as Ansible reports it
     ],
 )
 def test_os_facts_match_what_setup_reports(name, debian_version, expected):

@@ -78,3 +78,12 @@ def test_too_few_servers_left_after_the_probe_stops_the_run():
     # at least one must pass even when the verification threshold is 0
     assert "at least 1 required" in errors(verify_min_sources=0, kept=[], dropped=[FAILED])[0]
     assert dropped_text([FAILED]) == "c.example:4460 failed at certificate (the issuer is unknown)"
+
+
+def test_debian_testing_and_unstable_are_newer_than_any_release():
+    for major in ("forky/sid", "sid"):
+        facts = {**GOOD["facts"], "distribution_major_version": major, "distribution_version": major}
+        assert errors(facts=facts) == []
+    # a non-numeric version of another distribution is still refused
+    found = errors(facts={**GOOD["facts"], "distribution": "Ubuntu", "distribution_major_version": "devel"})
+    assert len(found) == 1 and "supports the families" in found[0]
