@@ -25,7 +25,8 @@ def nts_state(run: Run) -> dict:
 
 
 def healthy_sources(state: dict) -> list[str]:
-    """NTS mode, a key exchange done, AEAD 15 or 30 (AES-128-GCM-SIV, chrony >= 4.4), no NAK, cookies held, reachable and an authenticated sample."""
+    """NTS mode, a key exchange done, AEAD 15 or 30 (AES-128-GCM-SIV, chrony >= 4.4), no NAK, cookies held,
+    reachable and an authenticated sample."""
     healthy = []
     for name, row in state["authdata"].items():
         # name,mode,keyid,type,klen,last,attempts,nak,cookies,cookie_len
