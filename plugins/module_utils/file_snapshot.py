@@ -149,7 +149,7 @@ def save_snapshot(snap_dir, paths, run_id="", check_mode=False):
         result["replaced_stale"] = current.get("run_id") or "(no run id)"
 
     recorded = [record_file(p) for p in paths]
-    entries = [entry for entry, _ in recorded]
+    entries = [entry for entry, _unused in recorded]
     result.update({"saved": True, "run_id": run_id, "files": _public(entries)})
     if check_mode:
         return result

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 """Host-side NTS health check for a systemd timer: the deploy proof's fresh predicate, as node_exporter metrics.
 
@@ -181,18 +180,18 @@ def certificate_not_after(data: bytes) -> float:
     tag, pos, tbs_end = _der_item(der, start, end)
     if tag != 0x30:
         raise ValueError("not an X.509 certificate (no TBSCertificate SEQUENCE)")
-    tag, _, item_end = _der_item(der, pos, tbs_end)
+    tag, _start, item_end = _der_item(der, pos, tbs_end)
     if tag == 0xA0:  # [0] EXPLICIT version
         pos = item_end
     for expected in (0x02, 0x30, 0x30):  # serialNumber, signature, issuer
-        tag, _, item_end = _der_item(der, pos, tbs_end)
+        tag, _start, item_end = _der_item(der, pos, tbs_end)
         if tag != expected:
             raise ValueError("not an X.509 certificate (unexpected tag 0x%02x in TBSCertificate)" % tag)
         pos = item_end
     tag, pos, validity_end = _der_item(der, pos, tbs_end)
     if tag != 0x30:
         raise ValueError("not an X.509 certificate (no Validity SEQUENCE)")
-    _tag, _, pos = _der_item(der, pos, validity_end)  # notBefore
+    _tag, _start, pos = _der_item(der, pos, validity_end)  # notBefore
     tag, start, end = _der_item(der, pos, validity_end)
     return _asn1_time(tag, der[start:end])
 

@@ -334,7 +334,7 @@ def render(
         lines.append("# HELP %s %s" % (metric.name, metric.help.replace("\\", "\\\\").replace("\n", "\\n")))
         lines.append("# TYPE %s %s" % (metric.name, metric.type))
         for labels, value in rows:
-            if tuple(k for k, _ in labels) != metric.labels:
+            if tuple(k for k, _value in labels) != metric.labels:
                 raise ValueError("metric %s: labels %r, declared %r" % (metric.name, labels, metric.labels))
             text = ",".join('%s="%s"' % (k, escape_label_value(v)) for k, v in labels)
             lines.append("%s%s %s" % (metric.name, "{%s}" % text if text else "", format_value(value)))
@@ -347,12 +347,12 @@ def parse(text: str) -> Dict[Tuple[str, Labels], float]:
     for line in text.splitlines():
         if not line or line.startswith("#"):
             continue
-        head, _, value = line.rpartition(" ")
+        head, _sep, value = line.rpartition(" ")
         if "{" in head:
-            name, _, rest = head.partition("{")
+            name, _sep, rest = head.partition("{")
             labels = []
             for part in _split_labels(rest[:-1]):
-                key, _, quoted = part.partition("=")
+                key, _sep, quoted = part.partition("=")
                 labels.append((key, _unescape(quoted[1:-1])))
             key_labels: Labels = tuple(labels)
         else:

@@ -15,14 +15,14 @@ import ipaddress
 import re
 import struct
 
+# AESSIV is imported only as a capability check: NTS needs AES-SIV, cryptography >= 37 (nts_ntp uses it).
 try:
     from cryptography import x509
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+    from cryptography.hazmat.primitives.ciphers.aead import AESSIV  # pylint: disable=unused-import
 
     _CRYPTOGRAPHY_ERROR = None
 except ImportError as exc:  # pragma: no cover - exercised only on hosts without the library
-    x509 = InvalidTag = AESSIV = None
+    x509 = AESSIV = None
     _CRYPTOGRAPHY_ERROR = exc
 
 try:
@@ -107,7 +107,7 @@ def _name_matches(pattern, name):
     if pattern == name:
         return True
     if pattern.startswith("*.") and "*" not in pattern[2:]:
-        first, _, rest = name.partition(".")
+        first, _dot, rest = name.partition(".")
         return bool(first) and bool(rest) and rest == pattern[2:] and rest.count(".") >= 1
     return False
 

@@ -29,7 +29,7 @@ description:
     user: run the task with C(become: true)."
 version_added: "1.0.0"
 author:
-  - chrony-nts project
+  - chrony-nts project (@chrony-nts)
 requirements:
   - chrony 4.0 or later built with NTS support (C(+NTS) in C(chronyd --version)) on the managed host.
 options:

@@ -37,8 +37,9 @@ description:
   - When the service does not come up or the proof fails after a change, every file is put back byte for byte,
     systemd reloaded when needed, the service restarted on the restored files, and the module fails with the verify
     report, chronyd's own log line for each failed source, and what was restored.
+version_added: "1.0.0"
 author:
-  - chrony-nts project
+  - chrony-nts project (@chrony-nts)
 options:
   files:
     description: The files the module manages; every one is in the rollback point.
@@ -121,7 +122,7 @@ options:
       timeout:
         description: Seconds to wait for the predicate.
         type: float
-        default: 60
+        default: 60.0
       interval:
         description: Seconds between polls.
         type: float
@@ -142,10 +143,39 @@ options:
         default: true
       baseline:
         description:
-          - The reply counters that C(chrony_nts_host) read with C(start_check=true) earlier in the same run (its
-            RV(chrony_nts_host#module:nts_baseline)). Replies received since then count as fresh, so the burst it
-            started has usually been answered before this module looks. Ignored when this call (re)starts chronyd.
+          - The reply counters that M(nts.chrony.chrony_nts_host) read with C(start_check=true) earlier in the same
+            run (its RV(nts.chrony.chrony_nts_host#module:nts_baseline)). Replies received since then count as fresh,
+            so the burst it started has usually been answered before this module looks. Ignored when this call
+            (re)starts chronyd.
         type: dict
+      server:
+        description:
+          - After the proof, also prove that this host's chronyd serves NTS (the C(chrony_nts_server) role). chrony's
+            own NTS client runs once from this host (C(chronyd -Q -x), which neither steers the clock nor touches the
+            running daemon) against O(verify.server.name), trusting only O(verify.server.trust), and must get an
+            authenticated sample; this chronyd's C(serverstats) must count the key exchange and the authenticated NTP
+            request.
+          - With O(config) and an C(ntsdumpdir) in it, the server's cookie keys (C(ntskeys)) must also have been saved
+            there, mode 0600, owned by chronyd's user.
+          - The report is in RV(verify.server). Omit it to not prove the server.
+        type: dict
+        suboptions:
+          name:
+            description: The name clients use for this server; its certificate must be valid for it.
+            type: str
+            required: true
+          ntsport:
+            description: The NTS-KE port the server listens on.
+            type: int
+            default: 4460
+          trust:
+            description: The certificate (or CA bundle) the check trusts, in PEM; the system's CAs are not used.
+            type: path
+            required: true
+          timeout:
+            description: Seconds the one-shot client may take (at least 1).
+            type: float
+            default: 10.0
   config:
     description:
       - Path of chrony's main configuration file (one of O(files) or already on the host). Its NTS sources' trust
@@ -211,7 +241,7 @@ options:
       timeout:
         description: Seconds one check may take (a dead source makes it take that long).
         type: float
-        default: 20
+        default: 20.0
       output:
         description: The metrics file, in node_exporter's textfile directory (created when missing).
         type: path
@@ -253,13 +283,16 @@ attributes:
         files otherwise).
   diff_mode:
     support: full
+    description:
+      - Returns a diff of each file that changes (or would, in check mode); for O(secret_files) only the path, with
+        the content replaced by C((secret content not shown\)).
 notes:
   - Only the Python standard library is used on the target.
   - File contents are returned only as diffs in diff mode; never pass secrets in O(files).
 seealso:
-  - module: chrony_authdata
-  - module: chrony_nts_snapshot
-  - module: chrony_nts_host
+  - module: nts.chrony.chrony_authdata
+  - module: nts.chrony.chrony_nts_snapshot
+  - module: nts.chrony.chrony_nts_host
 """
 
 EXAMPLES = r"""
@@ -309,6 +342,16 @@ verify:
       C(healthy_sources), C(unhealthy_sources), C(reasons), C(tracking)); C(skipped) with the reason when not run.
   returned: always
   type: dict
+  contains:
+    server:
+      description:
+        - With O(verify.server), the server proof. C(name) and C(ntsport) probed, C(rc) of the one-shot
+          C(chronyd -Q), C(elapsed) seconds, and C(served), what this chronyd's C(serverstats) gained
+          (C(nts_ke_accepted), C(authenticated_ntp)).
+      returned: when O(verify.server) is set and the sources were proven (not in check mode)
+      type: dict
+      sample: {name: ntp1.example.net, ntsport: 4460, rc: 0, elapsed: 1.2,
+               served: {nts_ke_accepted: 1, authenticated_ntp: 1}}
 log_causes:
   description: For each unhealthy source, chronyd's latest log line about it since its last start.
   returned: on failure, when sources were unhealthy
@@ -317,7 +360,7 @@ log_causes:
     nts-badca.lab.test: "TLS handshake with 10.89.0.7:4460 (nts-badca.lab.test) failed : The certificate issuer is..."
 timings:
   description: Seconds spent in each step that ran (C(version), C(compare_validate), C(snapshot), C(write),
-    C(daemon_reload), C(service), C(verify)), for benchmarks and slow hosts.
+    C(daemon_reload), C(service), C(verify), C(verify_server), C(monitor)), for benchmarks and slow hosts.
   returned: always
   type: dict
   sample: {version: 0.004, compare_validate: 0.011, snapshot: 0.003, write: 0.002, service: 0.21, verify: 1.8}
@@ -329,6 +372,12 @@ trust:
   type: dict
   sample: {changed_sources: [nts1.example.net], reason: trust settings changed since the last proof,
            record: /var/lib/chrony-nts/trust.json, dropped_cookies: [/var/lib/chrony/192.0.2.1.nts]}
+monitor:
+  description: With O(monitor), whether the health check is on (C(enabled)), its timer (C(timer)) and its metrics
+    file (C(output)).
+  returned: when O(monitor) is set and the proof passed (not in check mode)
+  type: dict
+  sample: {enabled: true, timer: chrony-nts-check.timer, output: /var/lib/prometheus/node-exporter/chrony_nts.prom}
 rollback:
   description: What the rollback did (C(restored), C(removed_dirs), C(restarted) or C(stopped), C(disabled), C(error)).
   returned: on failure after a change
@@ -1112,12 +1161,14 @@ class Apply(object):
         elif not installed:
             self.result["verify"] = {"skipped": True, "reason": "check mode, and chrony is not installed yet"}
         elif changes:
-            self.result["verify"] = {"skipped": True, "reason": "check mode, and the files would change (the "
-                                     "running chronyd does not run the new configuration)"}  # fmt: skip
+            reason = "check mode, and the files would change (the running chronyd does not run the new configuration)"
+            self.result["verify"] = {"skipped": True, "reason": reason}
         elif self.trust and self.trust["changed"]:
-            self.result["verify"] = {"skipped": True, "reason": "check mode, and a real run would restart chronyd "
-                                     "without the saved cookies of %s (%s)" % (", ".join(self.trust["changed"]),
-                                     self.result["trust"]["reason"])}  # fmt: skip
+            reason = "check mode, and a real run would restart chronyd without the saved cookies of %s (%s)" % (
+                ", ".join(self.trust["changed"]),
+                self.result["trust"]["reason"],
+            )
+            self.result["verify"] = {"skipped": True, "reason": reason}
         else:
             try:
                 if self.host.unit_state(self.p["service"]).get("ActiveState") != "active":
@@ -1188,7 +1239,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             files=dict(type="list", elements="dict", options=file_spec, required=True),
-            secret_files=dict(type="list", elements="dict", options=secret_spec, default=[]),
+            secret_files=dict(type="list", elements="dict", options=secret_spec, default=[], no_log=False),
             service=dict(type="str", required=True),
             restart=dict(type="bool", default=False),
             chronyd=dict(type="path", default="/usr/sbin/chronyd"),

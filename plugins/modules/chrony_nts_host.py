@@ -17,8 +17,9 @@ description:
   - One module call instead of a fact gathering, a package query, a C(chronyd --version), a C(systemctl show) and a
     file read, so a converge that changes nothing costs few round trips.
   - Used by the C(chrony_nts) role before any change; safe on any host, in check mode too.
+version_added: "1.0.0"
 author:
-  - chrony-nts project
+  - chrony-nts project (@chrony-nts)
 options:
   os_facts:
     description:
@@ -46,9 +47,9 @@ options:
     default: []
   start_check:
     description:
-      - Start the NTS proof of a later C(chrony_nts_apply) call now. Read every NTS source's reply counters and run
-        C(chronyc burst 1/4), so the sources' fresh replies are in by the time the proof looks (RV(nts_baseline)).
-        Asks the sources for one sample early; changes nothing on the host.
+      - Start the NTS proof of a later M(nts.chrony.chrony_nts_apply) call now. Read every NTS source's reply
+        counters and run C(chronyc burst 1/4), so the sources' fresh replies are in by the time the proof looks
+        (RV(nts_baseline)). Asks the sources for one sample early; changes nothing on the host.
     type: bool
     default: false
   chronyd:
@@ -61,11 +62,12 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: The module changes nothing, so there is nothing to show.
 notes:
   - Only the Python standard library is used on the target.
 seealso:
   - module: ansible.builtin.setup
-  - module: chrony_nts_apply
+  - module: nts.chrony.chrony_nts_apply
 """
 
 EXAMPLES = r"""
@@ -130,8 +132,9 @@ units_to_stop:
 nts_baseline:
   description:
     - With O(start_check), each NTS source's reply counters (C(chronyc ntpdata) total, received and valid replies)
-      read just before a C(chronyc burst 1/4); null when chronyd does not answer. Handed to C(chrony_nts_apply)'s
-      O(chrony_nts_apply#module:verify.baseline), so replies arriving meanwhile count as fresh.
+      read just before a C(chronyc burst 1/4); null when chronyd does not answer. Handed to
+      O(nts.chrony.chrony_nts_apply#module:verify.baseline) of M(nts.chrony.chrony_nts_apply), so replies arriving
+      meanwhile count as fresh.
   returned: when O(start_check) is true
   type: dict
   sample: {"nts1.example.net|192.0.2.1": [41, 41, 41]}

@@ -1,5 +1,6 @@
 #!/usr/bin/python
 # -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Save, restore or discard a byte-exact snapshot of a few files (the chrony_nts role's rollback point)."""
 
 from __future__ import absolute_import, division, print_function
@@ -21,8 +22,9 @@ description:
   - Saving is bookkeeping, so it always reports C(changed=false) and a role run stays idempotent.
     A snapshot that is still pending from the same O(run_id) is kept, never overwritten, so the rollback point
     is always the state from before the first change of the run.
+version_added: "1.0.0"
 author:
-  - chrony-nts project
+  - chrony-nts project (@chrony-nts)
 options:
   state:
     description:
@@ -64,6 +66,7 @@ attributes:
     description: Nothing is written or removed; the return values say what would happen.
   diff_mode:
     support: none
+    description: File contents are never returned, so there is no diff.
 notes:
   - Only the Python standard library is used on the target.
   - File contents are never returned, so the module is safe to use on files holding secrets.

@@ -15,13 +15,13 @@ description:
     chrony 4.0-4.1, 11 on 4.2-4.3, 17 on 4.4 and later).
   - With O(min_nts_ke_accepted) (and optionally O(baseline)) the module waits until C(chronyd) has accepted at least
     that many NTS-KE connections (since its start, or since the O(baseline) counters were read), so a play can prove
-    that an NTS server really served a key exchange, for example right after an M(nts_probe) against it.
+    that an NTS server really served a key exchange, for example right after an M(nts.chrony.nts_probe) against it.
   - Read-only. Never changes anything; runs the same checks in check mode.
   - "C(serverstats) is answered only over chronyd's Unix command socket (root or the chrony user): run the task with
     C(become: true)."
 version_added: "1.0.0"
 author:
-  - chrony-nts project
+  - chrony-nts project (@chrony-nts)
 requirements:
   - chrony 4.0 or later on the managed host.
 options:
@@ -69,8 +69,8 @@ attributes:
 notes:
   - The counters are chronyd's since its last start; C(nts_ke_accepted) is field 6 of the CSV line.
 seealso:
-  - module: nts_probe
-  - module: chrony_authdata
+  - module: nts.chrony.nts_probe
+  - module: nts.chrony.chrony_authdata
   - name: chronyc serverstats
     description: Meaning of the counters.
     link: https://chrony-project.org/doc/4.3/chronyc.html#serverstats

@@ -32,7 +32,7 @@ description:
   - Read-only. Never reports a change; check mode runs the same probes.
 version_added: "1.0.0"
 author:
-  - chrony-nts project
+  - chrony-nts project (@chrony-nts)
 requirements:
   - python >= 3.9
   - pyOpenSSL >= 17.5 (TLS exporter)
@@ -117,13 +117,16 @@ notes:
     V(authentication) with RV(results[].nak=true).
   - The module sends a handful of packets per server and never sets any clock.
 seealso:
-  - name: RFC 8915 Network Time Security for NTP
+  - name: RFC 8915
+    description: Network Time Security for the Network Time Protocol.
     link: https://www.rfc-editor.org/rfc/rfc8915
 attributes:
   check_mode:
     support: full
+    description: The module only probes; check mode runs the same probes.
   diff_mode:
     support: none
+    description: The module changes nothing, so there is nothing to show.
 """
 
 EXAMPLES = r"""

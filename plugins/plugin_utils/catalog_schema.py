@@ -518,7 +518,7 @@ def _x509_ca_problem(der: bytes, require_ca: bool = True) -> str | None:
         cert = x509.load_der_x509_certificate(der)
         subject, issuer = cert.subject, cert.issuer
     except Exception as exc:  # cryptography raises ValueError and friends for junk
-        return "is not an X.509 certificate (%s)" % (str(exc).split("\n")[0] or type(exc).__name__)
+        return "is not an X.509 certificate (%s)" % (str(exc).split("\n", maxsplit=1)[0] or type(exc).__name__)
     if not require_ca:
         return None
     try:

@@ -240,7 +240,8 @@ def select_servers(catalog: Any, policy: Any = None, site_servers: Any = None) -
     errors.extend(site_errors)
     if errors:
         raise NtsCatalogError(errors)
-    assert pol is not None
+    if pol is None:  # validate_policy raised an NtsCatalogError without messages
+        raise NtsCatalogError(["policy: invalid (no details)"])
 
     # Cross-checks between policy, catalog and site servers.
     providers = sorted({e["provider"] for e in entries})

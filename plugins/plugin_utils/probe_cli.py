@@ -211,7 +211,7 @@ def main(argv=None):
         return EXIT_UNKNOWN
 
     statuses = [classify(r, args.warn_days) for r in results]
-    worst = max(s for s, _ in statuses)
+    worst = max(status for status, _reason in statuses)
     if args.json:
         for r, (status, reason) in zip(results, statuses):
             r["status"] = STATUS_NAMES[status]
