@@ -237,14 +237,9 @@ def test_nts_probe_runs_from_the_installed_collection_and_fails_cleanly(work, in
     _assert_refused(_adhoc_localhost(work, installed, "nts.chrony.nts_probe", PROBE_ARGS))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugins/action/nts_probe.py hands an async task to _execute_module without wrap_async (and declares no "
-    "_supports_async), so Ansible gets no job id ('No job id was returned by the async task'); remove this mark "
-    "once it does",
-)
 def test_nts_probe_runs_as_an_async_module_from_the_installed_collection(work, installed):
-    """With async the action plugin hands the task to the module itself (AnsiballZ with its module_utils)."""
+    """With async the action plugin hands the task to the module itself (AnsiballZ with its module_utils), wrapped
+    as an async job (_supports_async, wrap_async): Ansible gets the job id and polls it to the module's result."""
     _assert_refused(_adhoc_localhost(work, installed, "nts.chrony.nts_probe", PROBE_ARGS, "-B", "30", "-P", "1"))
 
 
