@@ -1,48 +1,36 @@
 """chrony_nts_server: meta/argument_specs.yml, defaults/main.yml and README.md describe the same variables, and every
 documented variable is used by the role's tasks or vars.
 
-argument_specs is the single source: README's variable section is generated from it. After editing argument_specs run
-``.venv/bin/python tests/unit/test_nts_server_role.py --write``.
+argument_specs is the single source: README's variable section is generated from it by tools/role_docs.py, the same
+generator as for every role. After editing argument_specs run ``tools/role_docs.py --write chrony_nts_server``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
 
 import yaml
 
-ROLE = Path(__file__).resolve().parents[2] / "roles" / "chrony_nts_server"
+REPO = Path(__file__).resolve().parents[2]
+ROLE = REPO / "roles" / "chrony_nts_server"
 README = ROLE / "README.md"
-BEGIN = (
-    "<!-- BEGIN VARIABLES (generated from meta/argument_specs.yml by tests/unit/test_nts_server_role.py --write) -->"
-)
-END = "<!-- END VARIABLES -->"
-MARKUP = re.compile(r"\b[CVOIM]\(([^)]*)\)")
+
+
+def _load_role_docs():
+    spec = importlib.util.spec_from_file_location("role_docs", REPO / "tools" / "role_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+role_docs = _load_role_docs()
 
 
 def _specs() -> dict:
-    return yaml.safe_load((ROLE / "meta" / "argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
-
-
-def _plain(text: str) -> str:
-    return MARKUP.sub(lambda m: "`%s`" % m.group(1), " ".join(text.split()))
-
-
-def render_section() -> str:
-    out = [BEGIN, ""]
-    for name, spec in _specs().items():
-        kind = spec["type"] + ("[%s]" % spec["elements"] if "elements" in spec else "")
-        default = yaml.safe_dump(spec.get("default"), default_flow_style=True, width=1000)
-        facts = ["type `%s`" % kind, "default `%s`" % default.strip().removesuffix("...").strip()]
-        if "choices" in spec:
-            facts.append("choices: %s" % ", ".join("`%s`" % c for c in spec["choices"]))
-        out += ["### `%s`" % name, "", ", ".join(facts), ""]
-        for paragraph in spec["description"]:
-            out += [_plain(paragraph), ""]
-    out.append(END)
-    return "\n".join(out)
+    return role_docs.specs(ROLE)
 
 
 def test_defaults_and_argument_specs_agree():
@@ -58,9 +46,10 @@ def test_defaults_and_argument_specs_agree():
 
 
 def test_readme_variable_section_is_generated_from_argument_specs():
-    text = README.read_text()
-    section = text[text.index(BEGIN) : text.index(END) + len(END)]
-    assert section == render_section(), "run: .venv/bin/python tests/unit/test_nts_server_role.py --write"
+    section = role_docs.section(README.read_text())
+    assert section, "%s has no variable section markers" % README
+    wanted = role_docs.section(role_docs.render_readme(ROLE))
+    assert section == wanted, "run: tools/role_docs.py --write chrony_nts_server"
 
 
 def test_every_documented_variable_is_used_and_every_used_one_documented():
@@ -80,9 +69,7 @@ def test_server_lines_reach_chrony_nts_through_its_documented_inputs():
 
 
 if __name__ == "__main__":
+    # Kept for the README marker that still names this script: the same as tools/role_docs.py --write for this role.
     if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: test_nts_server_role.py --write   (regenerates the variable section of %s)" % README)
-    text = README.read_text()
-    start, stop = text.index(BEGIN), text.index(END) + len(END)
-    README.write_text(text[:start] + render_section() + text[stop:])
-    print("updated", README)
+        sys.exit("usage: test_nts_server_role.py --write   (the same as: tools/role_docs.py --write chrony_nts_server)")
+    sys.exit(role_docs.main(["--write", ROLE.name]))
