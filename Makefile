@@ -11,9 +11,12 @@ LAB_SSH_WAIT ?=
 # The inventory `demo` and `health` use: lab $(LAB_NAME)'s, as labctl.py writes it (INVENTORY=path for other hosts).
 INVENTORY ?= $(shell python3 lab/labctl.py inventory --name $(LAB_NAME))
 PYTEST_ARGS ?=
+# Extra options for `make catalog-health` and `make catalog-import` (e.g. --timeout 3, --diff, --out FILE).
+CATALOG_ARGS ?=
 
 .PHONY: setup lab-up lab-down lab-status demo health lint unit test bench clean
 .PHONY: role-docs changelog sanity collection ee-context
+.PHONY: catalog-health catalog-import
 
 setup:                ## system packages, venv, lab images, the collection path (idempotent)
 	@mkdir -p .collections/ansible_collections/nts && ln -sfn ../../.. .collections/ansible_collections/nts/chrony
@@ -67,6 +70,13 @@ sanity: setup         ## ansible-test sanity on the built and installed collecti
 
 collection: setup     ## build the collection tarball into .cache/collection
 	ansible-galaxy collection build --force --output-path .cache/collection .
+
+catalog-health:       ## probe every catalog server (public, from this machine), report in reports/catalog-health
+	bin/nts-catalog refresh --out reports/catalog-health $(CATALOG_ARGS)
+
+catalog-import:       ## diff the community list LIST=nts-sources.yml against the catalog (CATALOG_ARGS="--out F" writes F)
+	@test -n "$(LIST)" || { echo "usage: make catalog-import LIST=path/to/nts-sources.yml [CATALOG_ARGS=--diff]"; exit 3; }
+	bin/nts-catalog import $(LIST) $(CATALOG_ARGS)
 
 ee-context: setup     ## execution environment build context in .cache/ee/context (ansible-builder create; no image)
 	@mkdir -p .cache/ee
