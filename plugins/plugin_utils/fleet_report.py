@@ -11,7 +11,15 @@ Input of :func:`build_report`: one record per host, as ``playbooks/report.yml`` 
      "groups": ["chrony_nts_clients"],  # inventory groups of interest (optional)
      "error": None,                     # why nothing could be read (unreachable, chronyd down ...), or None
      "authdata": {...},                 # the chrony_authdata module's result (sources, tracking, verified, reasons)
-     "serverstats": {...}}              # the chrony_serverstats module's ``stats`` for NTS servers (optional)
+     "serverstats": {...},              # the chrony_serverstats module's ``stats`` for NTS servers (optional)
+     "reading": {"source": "metrics",   # where authdata came from: "metrics" (the host check's file) or "live"
+                 "age": 23,             # seconds since the reading was taken (0 for a live check)
+                 "checked_at": 1.8e9,   # Unix time of the host check (metrics), or None
+                 "why_live": None}}     # why the metrics were not used (live), or None; the whole field optional
+
+``nts.chrony.nts_report_records`` makes them, converting the host check's metrics (``nts_metrics_reading``) into the
+``authdata`` a live ``chrony_authdata`` call gives: no tracking there, so such a host's offset is the selected
+source's last sample (``offset_basis``).
 
 Every bad input raises :class:`ReportError` naming the record, the field and the value.
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import time
 from typing import Any, Dict, Optional, Sequence
 
 SCHEMA = "chrony-nts-report/1"
@@ -47,6 +56,7 @@ SOURCE_KEYS = (
     "stratum",
 )
 SERVER_KEYS = ("nts_ke_accepted", "nts_ke_dropped", "authenticated_ntp", "ntp_rx", "ntp_dropped")
+READING_SOURCES = ("metrics", "live")
 
 
 class ReportError(ValueError):
@@ -97,7 +107,57 @@ def format_age(seconds: Optional[int]) -> str:
     return "%d d ago" % (seconds // 86400)
 
 
+def format_timestamp(seconds: Optional[float]) -> str:
+    """``2027-01-15T08:00:00Z`` (UTC) for a Unix time; ``n/a`` for None."""
+    if seconds is None:
+        return "n/a"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def format_reading(reading: Optional[Dict[str, Any]], long: bool = False) -> str:
+    """Where a host's state was read and how old it is: ``metrics, 23 s old`` / ``live check``; with ``long`` the
+    check's time and why the metrics were not used. ``n/a`` (long: ``nothing read``) when nothing was read."""
+    if not reading:
+        return "nothing read" if long else "n/a"
+    if reading["source"] == "metrics":
+        text = "metrics, %d s old" % reading["age"]
+        if long:
+            text = "the host check's metrics file, %d s old (checked %s)" % (
+                reading["age"],
+                format_timestamp(reading["checked_at"]),
+            )
+        return text
+    if long and reading.get("why_live"):
+        return "live check (%s)" % reading["why_live"]
+    return "live check"
+
+
 # ---------------------------------------------------------------------------------------------------------- the model
+def _reading(where: str, raw: Any) -> Optional[Dict[str, Any]]:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ReportError("%s: field 'reading' must be a mapping or null, got %r" % (where, raw))
+    source = raw.get("source")
+    if source not in READING_SOURCES:
+        choices = ", ".join(READING_SOURCES)
+        raise ReportError("%s: field 'reading.source' must be one of %s, got %r" % (where, choices, source))
+    age = _number(where, "reading.age", raw.get("age"), allow_none=False)
+    if age < 0:  # type: ignore[operator]
+        raise ReportError("%s: field 'reading.age' must be >= 0 seconds, got %r" % (where, age))
+    if source == "live" and age != 0:
+        raise ReportError("%s: field 'reading.age' of a live check must be 0, got %r" % (where, age))
+    why = raw.get("why_live")
+    if why is not None and not isinstance(why, str):
+        raise ReportError("%s: field 'reading.why_live' must be a string or null, got %r" % (where, why))
+    return {
+        "source": source,
+        "age": age,
+        "checked_at": _number(where, "reading.checked_at", raw.get("checked_at")),
+        "why_live": why if source == "live" else None,
+    }
+
+
 def _source(where: str, index: int, raw: Any) -> Dict[str, Any]:
     here = "%s: authdata.sources[%d]" % (where, index)
     if not isinstance(raw, dict):
@@ -150,6 +210,8 @@ def _host(index: int, record: Any) -> Dict[str, Any]:
         "sources": [],
         "failures": [],
         "server": None,
+        "offset_basis": None,
+        "reading": _reading(where, record.get("reading")),
     }
     if auth is not None and "sources" in auth:
         sources = auth.get("sources")
@@ -169,6 +231,12 @@ def _host(index: int, record: Any) -> Dict[str, Any]:
         out["synchronised"] = tracking.get("synchronised")
         out["leap_status"] = tracking.get("leap_status")
         out["reference"] = tracking.get("reference_name") or None
+        if out["offset"] is not None:
+            out["offset_basis"] = "tracking"
+        else:  # read from the metrics: no tracking, the selected source's last sample stands in
+            chosen = [s["offset"] for s in out["sources"] if s["state"] == "*" and s["offset"] is not None]
+            if chosen:
+                out["offset"], out["offset_basis"] = chosen[0], "selected source"
         version = auth.get("chrony_version") or {}
         out["chrony_version"] = version.get("version") if isinstance(version, dict) else None
         reasons = auth.get("reasons") or []
@@ -216,8 +284,29 @@ def build_report(records: Sequence[Any], generated_at: str, title: str = "chrony
         naks=sum(s["naks"] or 0 for s in sources),
         max_abs_offset=max(offsets) if offsets else None,
         nts_ke_served=sum((h["server"] or {}).get("nts_ke_accepted") or 0 for h in hosts),
+        readings={
+            "metrics": sum(1 for h in hosts if (h["reading"] or {}).get("source") == "metrics"),
+            "live": sum(1 for h in hosts if (h["reading"] or {}).get("source") == "live"),
+            "none": sum(1 for h in hosts if not h["reading"]),
+        },
+        max_reading_age=max(
+            [h["reading"]["age"] for h in hosts if (h["reading"] or {}).get("source") == "metrics"], default=None
+        ),
     )
     return {"schema": SCHEMA, "title": title, "generated_at": generated_at, "summary": summary, "hosts": hosts}
+
+
+def readings_text(summary: Dict[str, Any]) -> str:
+    """``3 read from the host check's metrics (oldest 45 s), 1 live check, 1 not read``."""
+    r = summary.get("readings") or {}
+    parts = []
+    if r.get("metrics"):
+        parts.append("%d read from the host check's metrics (oldest %d s)" % (r["metrics"], summary["max_reading_age"]))
+    if r.get("live"):
+        parts.append("%d live check%s" % (r["live"], "" if r["live"] == 1 else "s"))
+    if r.get("none"):
+        parts.append("%d not read" % r["none"])
+    return ", ".join(parts) or "no host"
 
 
 def render_json(report: Dict[str, Any]) -> str:
@@ -242,8 +331,8 @@ def render_svg(report: Dict[str, Any]) -> str:
     out = [
         '<svg xmlns="http://www.w3.org/2000/svg" role="img" width="%d" height="%d" viewBox="0 0 %d %d" '
         'font-family="sans-serif" font-size="12">' % (width, height, width, height),
-        "<title>Clock offset per host (last update, chronyd tracking); green healthy, red unhealthy, "
-        "grey unknown</title>",
+        "<title>Clock offset per host (last update, chronyd tracking; read from the host check's metrics: the "
+        "selected source's last sample); green healthy, red unhealthy, grey unknown</title>",
         '<text x="%d" y="16" font-weight="bold">Clock offset per host</text>' % 0,
         '<text x="%d" y="32" fill="#555">scale ±%s</text>' % (0, e(format_offset(scale).lstrip("+"))),
     ]
@@ -301,6 +390,12 @@ def _cell(value: Any) -> str:
     return "&ndash;" if value is None else html.escape(str(value))
 
 
+def _offset_note(host: Dict[str, Any]) -> str:
+    if host.get("offset_basis") == "selected source":
+        return " Offset: the selected source's last sample (the metrics carry no tracking)."
+    return ""
+
+
 def render_html(report: Dict[str, Any]) -> str:
     """One self-contained page: inline CSS and SVG, no scripts, no external assets."""
     e = html.escape
@@ -313,7 +408,7 @@ def render_html(report: Dict[str, Any]) -> str:
         "<h1>%s</h1>" % e(report["title"]),
         "<p>Generated %s. <span class='healthy'>%d healthy</span>, <span class='unhealthy'>%d unhealthy</span>, "
         "<span class='unknown'>%d unknown</span> of %d hosts; %d of %d NTS sources healthy; %d NAKs; "
-        "largest offset %s.</p>"
+        "largest offset %s. Readings: %s.</p>"
         % (
             e(report["generated_at"]),
             s["healthy"],
@@ -324,22 +419,24 @@ def render_html(report: Dict[str, Any]) -> str:
             s["nts_sources"],
             s["naks"],
             e(format_offset(s["max_abs_offset"])),
+            e(readings_text(s)),
         ),
         render_svg(report),
         "<h2>Hosts</h2>",
-        "<table><tr><th>Host</th><th>Status</th><th>Offset</th><th>Stratum</th><th>Reference</th>"
+        "<table><tr><th>Host</th><th>Status</th><th>Reading</th><th>Offset</th><th>Stratum</th><th>Reference</th>"
         "<th>Healthy NTS sources</th><th>NTS-KE served</th><th>chrony</th></tr>",
     ]
     for h in report["hosts"]:
         healthy = sum(1 for x in h["sources"] if x["healthy"])
         parts.append(
-            "<tr><td><a href='#host-%s'>%s</a></td><td class='badge %s'>%s</td><td>%s</td><td>%s</td><td>%s</td>"
-            "<td>%d/%d</td><td>%s</td><td>%s</td></tr>"
+            "<tr><td><a href='#host-%s'>%s</a></td><td class='badge %s'>%s</td><td class='reading'>%s</td>"
+            "<td>%s</td><td>%s</td><td>%s</td><td>%d/%d</td><td>%s</td><td>%s</td></tr>"
             % (
                 e(h["name"], quote=True),
                 e(h["name"]),
                 h["status"],
                 h["status"],
+                e(format_reading(h["reading"])),
                 e(format_offset(h["offset"])),
                 _cell(h["stratum"]),
                 _cell(h["reference"]),
@@ -355,6 +452,8 @@ def render_html(report: Dict[str, Any]) -> str:
             "<h2 id='host-%s'>%s <span class='badge %s'>%s</span></h2>"
             % (e(h["name"], quote=True), e(h["name"]), h["status"], h["status"])
         )
+        reading = format_reading(h["reading"], long=True)
+        parts.append("<p class='reading'>Reading: %s.%s</p>" % (e(reading), e(_offset_note(h))))
         if h["failures"]:
             parts.append("<ul class='failures'>%s</ul>" % "".join("<li>%s</li>" % e(f) for f in h["failures"]))
         if h["server"]:
@@ -408,7 +507,7 @@ def render_markdown(report: Dict[str, Any], svg_file: Optional[str] = "offsets.s
         "# %s" % report["title"],
         "",
         "Generated %s: **%d healthy**, **%d unhealthy**, %d unknown of %d hosts; %d of %d NTS sources healthy; "
-        "%d NAKs; largest offset %s."
+        "%d NAKs; largest offset %s. Readings: %s."
         % (
             report["generated_at"],
             s["healthy"],
@@ -419,18 +518,23 @@ def render_markdown(report: Dict[str, Any], svg_file: Optional[str] = "offsets.s
             s["nts_sources"],
             s["naks"],
             format_offset(s["max_abs_offset"]),
+            readings_text(s),
         ),
         "",
     ]
     if svg_file:
         lines += ["![Clock offset per host](%s)" % svg_file, ""]
-    lines += ["| Host | Status | Offset | Stratum | Healthy NTS sources | NTS-KE served |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| Host | Status | Reading | Offset | Stratum | Healthy NTS sources | NTS-KE served |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for h in report["hosts"]:
         lines.append(
-            "| %s | %s | %s | %s | %d/%d | %s |"
+            "| %s | %s | %s | %s | %s | %d/%d | %s |"
             % (
                 _md(h["name"]),
                 h["status"].upper(),
+                _md(format_reading(h["reading"])),
                 format_offset(h["offset"]),
                 _md(h["stratum"]),
                 sum(1 for x in h["sources"] if x["healthy"]),
@@ -440,6 +544,7 @@ def render_markdown(report: Dict[str, Any], svg_file: Optional[str] = "offsets.s
         )
     for h in report["hosts"]:
         lines += ["", "## %s (%s)" % (h["name"], h["status"])]
+        lines += ["", "Reading: %s.%s" % (_md(format_reading(h["reading"], long=True)), _md(_offset_note(h)))]
         if h["failures"]:
             lines += [""] + ["- %s" % _md(f) for f in h["failures"]]
         if h["sources"]:

@@ -47,8 +47,8 @@ def test_health_lines():
     lines = nts_health_lines({"c1": {"verified": True, "sources": [src], "healthy_sources": ["nts1"]},
                               "c2": {"msg": "chronyd is not running"}})  # fmt: skip
     assert lines[0].split()[:5] == ["c1", "OK", "1/1", "NTS", "sources"]
-    assert lines[0].endswith("nts1[* mode=NTS nak=0 cook=8 reach=377 auth=yes]")
-    assert lines[1] == "c2           UNKNOWN  chronyd is not running"
+    assert lines[0].endswith("healthy  live  nts1[* mode=NTS nak=0 cook=8 reach=377 auth=yes]")
+    assert lines[1] == "c2           UNKNOWN  live  chronyd is not running"  # without readings every result is live
 
 
 def test_report_records_errors_groups_and_serverstats():
@@ -59,9 +59,11 @@ def test_report_records_errors_groups_and_serverstats():
         {"t1": ["chrony_nts_servers"], "c1": ["chrony_nts_clients", "web"]},
     )
     assert records[0] == {"host": "t1", "groups": ["chrony_nts_servers"], "error": None, "authdata": {"sources": []},
-                          "serverstats": {"nts_ke_accepted": 3}}  # fmt: skip
+                          "serverstats": {"nts_ke_accepted": 3},
+                          "reading": {"source": "live", "age": 0, "checked_at": None, "why_live": None}}  # fmt: skip
     assert records[1]["error"] == "unreachable: ssh: timeout" and records[1]["groups"] == ["chrony_nts_clients"]
     assert records[2]["error"] == "chrony_authdata failed" and records[2]["authdata"] is None
+    assert records[1]["reading"] is None  # nothing was read
 
 
 PARTS = {
