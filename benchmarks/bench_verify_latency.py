@@ -56,7 +56,7 @@ def poller(socket_path: str, t0: float, stop: threading.Event, out: dict, period
 
 def run_ansible(args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [str(REPO / ".venv" / "bin" / "ansible"), "localhost", *LOCAL, "-m", "chrony_authdata", "-a", args],
+        [str(REPO / ".venv" / "bin" / "ansible"), "localhost", *LOCAL, "-m", "nts.chrony.chrony_authdata", "-a", args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

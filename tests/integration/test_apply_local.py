@@ -26,7 +26,7 @@ GOOD = "server nts1.lab.test iburst nts\nauthselectmode require\ncmdport 0\nport
 
 
 def apply(args: dict, *flags: str) -> dict:
-    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "chrony_nts_apply", "-a", json.dumps(args), *flags]
+    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "nts.chrony.chrony_nts_apply", "-a", json.dumps(args), *flags]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=module_env(), timeout=120, cwd=CWD)
     try:
         out = json.loads(proc.stdout)

@@ -23,7 +23,7 @@ ENV = module_env()
 
 def run_module(args: str, check: bool = False, wall_limit: float = 120) -> tuple[dict, float]:
     """Run the module through the ansible CLI; return (task result for localhost, wall-clock seconds)."""
-    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "chrony_authdata", "-a", args]
+    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "nts.chrony.chrony_authdata", "-a", args]
     if check:
         cmd.append("--check")
     t0 = time.monotonic()

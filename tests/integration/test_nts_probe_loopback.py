@@ -442,7 +442,7 @@ def test_probe_many_bounds_time_with_blackholes(good, lab, endpoints):
 
 def run_module(args, check=False, action=False):
     """Through the module (a Python started for it) or, with ``action``, through the action plugin (in-process)."""
-    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "nts_probe", "-a", json.dumps(args)]
+    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "nts.chrony.nts_probe", "-a", json.dumps(args)]
     if check:
         cmd.append("--check")
     env = module_env()

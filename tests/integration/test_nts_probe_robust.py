@@ -587,7 +587,7 @@ def test_server_ca_pem_replaces_the_common_ca_file(good, lab):
 
 
 def run_module(args, action):
-    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "nts_probe", "-a", json.dumps(args)]
+    cmd = [str(ANSIBLE), "localhost", *LOCAL, "-m", "nts.chrony.nts_probe", "-a", json.dumps(args)]
     env = module_env()
     if action:
         env["ANSIBLE_ACTION_PLUGINS"] = str(REPO / "plugins" / "action")

@@ -1,7 +1,7 @@
 """Running the project's modules through the real `ansible` CLI on localhost, with JSON output.
 
 Run outside the repo (cwd "/"): its ansible.cfg enables profile_tasks (which breaks the JSON output) and names the lab
-inventory; the module and module_utils paths come from ANSIBLE_LIBRARY / ANSIBLE_MODULE_UTILS instead.
+inventory; the modules are the checkout's collection, by FQCN (nts.chrony.NAME), through ANSIBLE_COLLECTIONS_PATH.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ LOCAL = ["-i", "localhost,", "-c", "local", "-e", f"ansible_python_interpreter={
 def module_env() -> dict[str, str]:
     env = dict(
         os.environ,
-        ANSIBLE_LIBRARY=str(REPO / "plugins" / "modules"),
-        ANSIBLE_MODULE_UTILS=str(REPO / "plugins" / "module_utils"),
+        ANSIBLE_COLLECTIONS_PATH=str(REPO / ".collections"),
         ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
         ANSIBLE_STDOUT_CALLBACK="json",
         ANSIBLE_DEPRECATION_WARNINGS="0",
