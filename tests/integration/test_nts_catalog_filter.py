@@ -2,7 +2,7 @@
 
 The plays load the shipped catalog with the file lookup, merge inventory-style extras, select with a policy and
 site servers (one with a real PEM CA), and print the result through the json stdout callback; bad input must fail
-the play with the filter's message. Plugins are found through ANSIBLE_FILTER_PLUGINS (and ANSIBLE_MODULE_UTILS is
+the play with the filter's message. Plugins are the checkout's collection, by FQCN, through ANSIBLE_COLLECTIONS_PATH (
 set the way the project runs it), exactly as a user would run the role from a checkout.
 """
 
@@ -36,11 +36,11 @@ PLAY = """
       ansible.builtin.set_fact:
         selected: >-
           {{ (lookup('ansible.builtin.file', chrony_nts_catalog_file) | from_yaml)
-             | nts_catalog_merge(chrony_nts_catalog_extra, chrony_nts_catalog_replace)
-             | nts_select(chrony_nts_policy, chrony_nts_site_servers) }}
+             | nts.chrony.nts_catalog_merge(chrony_nts_catalog_extra, chrony_nts_catalog_replace)
+             | nts.chrony.nts_select(chrony_nts_policy, chrony_nts_site_servers) }}
     - name: Check the site CA
       ansible.builtin.debug:
-        msg: "{{ (chrony_nts_site_servers[0].ca | nts_pem_check('chrony_nts_site_servers[0].ca')) | length }}"
+        msg: "{{ (chrony_nts_site_servers[0].ca | nts.chrony.nts_pem_check('chrony_nts_site_servers[0].ca')) | length }}"
       when: chrony_nts_site_servers | length > 0 and chrony_nts_site_servers[0].ca is defined
     - name: Show
       ansible.builtin.debug:
@@ -81,8 +81,7 @@ def run_play(tmp_path: Path, variables: dict) -> tuple[int, dict, str]:
     env = dict(os.environ)
     env.update(
         {
-            "ANSIBLE_FILTER_PLUGINS": str(REPO / "plugins" / "filter"),
-            "ANSIBLE_MODULE_UTILS": str(REPO / "plugins" / "module_utils"),
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"),
             "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
             "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
             "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
@@ -230,14 +229,14 @@ def test_filter_documentation_renders(name, tmp_path, playbook_available):
     env = dict(os.environ)
     env.update(
         {
-            "ANSIBLE_FILTER_PLUGINS": str(REPO / "plugins" / "filter"),
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"),
             "ANSIBLE_HOME": str(tmp_path / "ansible-home"),
             "ANSIBLE_CONFIG": str(tmp_path / "none.cfg"),
             "ANSIBLE_NOCOLOR": "1",
         }
     )
     proc = subprocess.run(
-        [str(PLAYBOOK_BIN.with_name("ansible-doc")), "-t", "filter", "--json", name],
+        [str(PLAYBOOK_BIN.with_name("ansible-doc")), "-t", "filter", "--json", f"nts.chrony.{name}"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -245,7 +244,7 @@ def test_filter_documentation_renders(name, tmp_path, playbook_available):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = json.loads(proc.stdout)[name]
-    assert doc["doc"]["name"] == name
+    doc = json.loads(proc.stdout)[f"nts.chrony.{name}"]
+    assert doc["doc"]["name"] in (name, f"nts.chrony.{name}")
     assert doc["doc"]["options"]["_input"]["required"] is True
     assert doc["examples"].strip() and doc["return"]["_value"]["description"]
