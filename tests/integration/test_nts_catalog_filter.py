@@ -40,7 +40,8 @@ PLAY = """
              | nts.chrony.nts_select(chrony_nts_policy, chrony_nts_site_servers) }}
     - name: Check the site CA
       ansible.builtin.debug:
-        msg: "{{ (chrony_nts_site_servers[0].ca | nts.chrony.nts_pem_check('chrony_nts_site_servers[0].ca')) | length }}"
+        msg: >-
+          {{ (chrony_nts_site_servers[0].ca | nts.chrony.nts_pem_check('chrony_nts_site_servers[0].ca')) | length }}
       when: chrony_nts_site_servers | length > 0 and chrony_nts_site_servers[0].ca is defined
     - name: Show
       ansible.builtin.debug:
