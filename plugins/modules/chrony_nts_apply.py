@@ -261,6 +261,18 @@ options:
         type: list
         elements: str
         default: []
+      boot_wait:
+        description:
+          - Order boot after authenticated time. C(chrony-nts-wait.service), enabled, runs the same check at boot
+            before C(time-sync.target), so units ordered C(After=time-sync.target) start once chronyd has
+            authenticated time, or after O(monitor.boot_wait_timeout) seconds at most (the unit then fails and boot
+            goes on). V(false) removes it.
+        type: bool
+        default: false
+      boot_wait_timeout:
+        description: The bound of the boot wait, in seconds.
+        type: int
+        default: 120
   rollback:
     description: Keep a rollback point and restore it when the service or the proof fails after a change.
     type: bool
@@ -650,6 +662,33 @@ ProtectSystem=strict
 ProtectHome=yes
 ReadWritePaths={output_dir}
 """
+WAIT_UNIT = "chrony-nts-wait"
+WAIT_SERVICE = """# {managed}
+# Boot ordering: services ordered after time-sync.target start once chronyd has authenticated time (the deploy
+# proof's fresh predicate), or after {boot_timeout} s at most (then this unit fails and boot goes on).
+[Unit]
+Description=chrony-nts: wait until chronyd has authenticated time (at most {boot_timeout} s)
+After={service}.service
+Wants={service}.service time-sync.target
+Before=time-sync.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+WorkingDirectory={prefix}
+ExecStart=/usr/bin/python3 -B -E -s -m {module} --timeout {boot_timeout} --output {output}{args}
+TimeoutStartSec={boot_unit_timeout}
+User={user}
+NoNewPrivileges=yes
+{capabilities}PrivateNetwork=yes
+PrivateTmp=yes
+ProtectSystem=strict
+ProtectHome=yes
+ReadWritePaths={output_dir}
+
+[Install]
+WantedBy=multi-user.target
+"""
 MONITOR_TIMER = """# {managed}
 [Unit]
 Description=chrony-nts: run the NTS health check every {interval} s
@@ -672,8 +711,10 @@ def monitor_entries(spec, service, managed):
     unit_dir = "/etc/systemd/system"
     paths = [os.path.join(package, name) for name in nts_check.HOST_FILES]
     units = [os.path.join(unit_dir, MONITOR_UNIT + ".service"), os.path.join(unit_dir, MONITOR_UNIT + ".timer")]
-    if not spec["enabled"]:
-        return [dict(path=path, state="absent", monitor=True, unit=path in units) for path in paths + units]
+    wait = os.path.join(unit_dir, WAIT_UNIT + ".service")
+    if not spec["enabled"] and not spec["boot_wait"]:
+        every = paths + units + [wait]
+        return [dict(path=path, state="absent", monitor=True, unit=path in units or path == wait) for path in every]
     entries = []
     for name, path in zip(nts_check.HOST_FILES, paths):
         data = pkgutil.get_data("ansible_collections.nts.chrony.plugins.module_utils", name)
@@ -693,9 +734,18 @@ def monitor_entries(spec, service, managed):
         user=spec["user"],
         # root needs CAP_DAC_OVERRIDE only: chronyd's socket directory belongs to the chrony user
         capabilities="CapabilityBoundingSet=CAP_DAC_OVERRIDE\n" if root else "CapabilityBoundingSet=\n",
+        boot_timeout=int(spec["boot_wait_timeout"]),
+        boot_unit_timeout=int(spec["boot_wait_timeout"]) + 30,
     )
-    entries.append(dict(path=units[0], content=MONITOR_SERVICE.format(**fields), unit=True, monitor=True))
-    entries.append(dict(path=units[1], content=MONITOR_TIMER.format(**fields), unit=True, monitor=True))
+    if spec["enabled"]:
+        entries.append(dict(path=units[0], content=MONITOR_SERVICE.format(**fields), unit=True, monitor=True))
+        entries.append(dict(path=units[1], content=MONITOR_TIMER.format(**fields), unit=True, monitor=True))
+    else:
+        entries += [dict(path=path, state="absent", monitor=True, unit=True) for path in units]
+    if spec["boot_wait"]:
+        entries.append(dict(path=wait, content=WAIT_SERVICE.format(**fields), unit=True, monitor=True))
+    else:
+        entries.append(dict(path=wait, state="absent", monitor=True, unit=True))
     return entries
 
 
@@ -1119,27 +1169,37 @@ class Apply(object):
             raise ApplyError("verify", "the NTS server is not proven: " + "; ".join(problems))
 
     def monitor_timer(self):
-        """Start (or stop) the health check's timer; its files were written with the rest of the change."""
-        spec, timer = self.p["monitor"], MONITOR_UNIT + ".timer"
-        state = self.host.unit_state(MONITOR_UNIT, kind="timer")
-        enabled = self.host.systemctl_do("is-enabled", timer)[1].strip() == "enabled"
-        active = state.get("ActiveState") == "active"
-        if spec["enabled"]:
+        """Start (or stop) the health check's timer and enable (or disable) the boot wait; their files were written
+        with the rest of the change."""
+        spec = self.p["monitor"]
+        if spec["enabled"] or spec["boot_wait"]:
             directory = os.path.dirname(spec["output"])
             if not os.path.isdir(directory):
                 os.makedirs(directory, 0o755)
                 self.result["changed"] = True
-            if not (enabled and active):
-                rc, _out, err = self.host.systemctl_do("enable", "--now", timer)
-                if rc != 0:
-                    raise ApplyError(
-                        "monitor", "systemctl enable --now %s failed (rc %d): %s" % (timer, rc, err.strip())
-                    )
-                self.result["changed"] = True
-        elif state.get("LoadState") == "loaded" and (enabled or active):
-            self.host.systemctl_do("disable", "--now", timer)
+        # the timer runs now; the wait unit is only enabled: it orders the next boot
+        self.unit_wanted(MONITOR_UNIT + ".timer", spec["enabled"], now=True)
+        self.unit_wanted(WAIT_UNIT + ".service", spec["boot_wait"], now=False)
+        self.result["monitor"] = {
+            "enabled": spec["enabled"],
+            "timer": MONITOR_UNIT + ".timer",
+            "output": spec["output"],
+            "boot_wait": spec["boot_wait"],
+        }
+
+    def unit_wanted(self, unit, wanted, now):
+        name, kind = unit.rsplit(".", 1)
+        state = self.host.unit_state(name, kind=kind)
+        enabled = self.host.systemctl_do("is-enabled", unit)[1].strip() == "enabled"
+        active = state.get("ActiveState") == "active"
+        if wanted and not (enabled and (active or not now)):
+            rc, _out, err = self.host.systemctl_do("enable", *(["--now"] if now else []), unit)
+            if rc != 0:
+                raise ApplyError("monitor", "systemctl enable %s failed (rc %d): %s" % (unit, rc, err.strip()))
             self.result["changed"] = True
-        self.result["monitor"] = {"enabled": spec["enabled"], "timer": timer, "output": spec["output"]}
+        elif not wanted and state.get("LoadState") == "loaded" and (enabled or (now and active)):
+            self.host.systemctl_do("disable", *(["--now"] if now else []), unit)
+            self.result["changed"] = True
 
     def serverstats(self, chronyc):
         rc, out, _err = self.host.run([chronyc, "-c", "serverstats"])
@@ -1262,6 +1322,8 @@ def main():
                     user=dict(type="str", default="root"),
                     prefix=dict(type="path", default="/usr/local/lib/chrony-nts"),
                     args=dict(type="list", elements="str", default=[]),
+                    boot_wait=dict(type="bool", default=False),
+                    boot_wait_timeout=dict(type="int", default=120),
                 ),
             ),
         ),
