@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the lab's two Debian 12 systemd images without any container registry:
 #   HOST image   : systemd, python3, sshd; chrony NOT installed, but its .debs and apt lists are cached so that
-#                  the role really installs it, offline and deterministically.
+#                  the role really installs it, offline and deterministically. Debian's prometheus-node-exporter
+#                  installed and enabled (:9100, textfile directory /var/lib/prometheus/node-exporter, where the
+#                  role's host check writes its metrics).
 #   SERVER image : the same plus chrony installed, and NTPsec's binaries unpacked under /opt/ntpsec (a second,
 #                  independent NTS server implementation; installing the ntpsec package would remove chrony).
 # Usage: build.sh HOST_TAG SERVER_TAG   (tags carry the recipe hash, so a changed recipe means a new image)
@@ -10,7 +12,7 @@ host_ref=$1 server_ref=$2
 mirror=${LAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 security=${LAB_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 work=$(mktemp -d /var/tmp/chrony-nts-image.XXXXXX)
-trap 'umount -R "$work/rootfs/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'umount -R "$work/rootfs/proc" "$work/hostfs/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
 root=$work/rootfs
 
 echo ">> debootstrap bookworm (minbase) into $root"
@@ -50,8 +52,38 @@ rm -f "$root/etc/machine-id"; touch "$root/etc/machine-id"
 umount "$root/proc"
 rm -f "$root/usr/sbin/policy-rc.d"
 
+# node_exporter on the hosts only, in a copy of the tree: the server layer below stays as it was (its prometheus user
+# would otherwise take the gid _chrony gets there). Its .debs go to a cache of their own, removed after, so the
+# image's apt cache still holds chrony's packages and nothing else.
+echo ">> host layer: Debian's prometheus-node-exporter"
+ne_start=$SECONDS
+hostfs=$work/hostfs
+cp -a "$root" "$hostfs"
+printf '#!/bin/sh\nexit 101\n' >"$hostfs/usr/sbin/policy-rc.d"; chmod 755 "$hostfs/usr/sbin/policy-rc.d"
+mount -t proc proc "$hostfs/proc"
+mkdir -p "$hostfs/var/cache/apt/node-exporter/partial"
+chroot "$hostfs" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  -o Dir::Cache::Archives=/var/cache/apt/node-exporter/ prometheus-node-exporter >"$work/node-exporter.log" 2>&1 \
+  || { tail -20 "$work/node-exporter.log"; exit 1; }
+rm -rf "$hostfs/var/cache/apt/node-exporter"
+# Debian builds it with --collector.textfile.directory=/var/lib/prometheus/node-exporter as the default (ARGS="");
+# a release whose binary does not gets the flag in ARGS.
+textfile_dir=/var/lib/prometheus/node-exporter
+ne_help=$(chroot "$hostfs" prometheus-node-exporter --help 2>&1 || true)
+if ! grep -q -- "--collector.textfile.directory=\"$textfile_dir\"" <<<"$ne_help"; then
+  echo "ARGS=\"--collector.textfile.directory=$textfile_dir\"" >>"$hostfs/etc/default/prometheus-node-exporter"
+fi
+chroot "$hostfs" systemctl enable prometheus-node-exporter.service >/dev/null 2>&1
+chroot "$hostfs" systemctl is-enabled --quiet prometheus-node-exporter.service
+[ -d "$hostfs$textfile_dir" ] || { echo "prometheus-node-exporter did not make $textfile_dir" >&2; exit 1; }
+ne_version=$(chroot "$hostfs" dpkg-query -W -f '${Version}' prometheus-node-exporter)
+umount "$hostfs/proc"
+rm -f "$hostfs/usr/sbin/policy-rc.d"
+echo ">> host layer: prometheus-node-exporter $ne_version enabled ($((SECONDS - ne_start)) s)"
+
 echo ">> import $host_ref"
-tar -C "$root" -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$host_ref" >/dev/null
+tar -C "$hostfs" -c . | podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$host_ref" >/dev/null
+rm -rf "$hostfs"
 
 echo ">> server layer: chrony installed, NTPsec unpacked"
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"; chmod 755 "$root/usr/sbin/policy-rc.d"
