@@ -66,11 +66,11 @@ chroot "$hostfs" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-
   -o Dir::Cache::Archives=/var/cache/apt/node-exporter/ prometheus-node-exporter >"$work/node-exporter.log" 2>&1 \
   || { tail -20 "$work/node-exporter.log"; exit 1; }
 rm -rf "$hostfs/var/cache/apt/node-exporter"
-# Debian builds it with --collector.textfile.directory=/var/lib/prometheus/node-exporter as the default (ARGS="");
-# a release whose binary does not gets the flag in ARGS.
+# Debian builds it with --collector.textfile.directory=/var/lib/prometheus/node-exporter as the default (ARGS="";
+# 12's --help shows it quoted, 13's and testing's not); a release whose binary does not gets the flag in ARGS.
 textfile_dir=/var/lib/prometheus/node-exporter
 ne_help=$(chroot "$hostfs" prometheus-node-exporter --help 2>&1 || true)
-if ! grep -q -- "--collector.textfile.directory=\"$textfile_dir\"" <<<"$ne_help"; then
+if ! grep -Eq -- "--collector\.textfile\.directory=\"?$textfile_dir(\"| |$)" <<<"$ne_help"; then
   echo "ARGS=\"--collector.textfile.directory=$textfile_dir\"" >>"$hostfs/etc/default/prometheus-node-exporter"
 fi
 chroot "$hostfs" systemctl enable prometheus-node-exporter.service >/dev/null 2>&1
