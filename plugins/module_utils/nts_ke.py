@@ -25,6 +25,9 @@ REC_AEAD = 4
 REC_COOKIE = 5
 REC_SERVER = 6
 REC_PORT = 7
+# chrony-defined, IANA-registered: "Compliant AES-128-GCM-SIV Exporter Context" (C=0, empty body). A client offering
+# AEAD 30 sends it; a server that derives AEAD 30 keys with the RFC 8915 context (AEAD id 30) echoes it.
+REC_COMPLIANT_GCM_SIV_EXPORTER = 1024
 CRITICAL_BIT = 0x8000
 
 RECORD_NAMES = {
@@ -36,12 +39,21 @@ RECORD_NAMES = {
     REC_COOKIE: "New Cookie for NTPv4",
     REC_SERVER: "NTPv4 Server Negotiation",
     REC_PORT: "NTPv4 Port Negotiation",
+    REC_COMPLIANT_GCM_SIV_EXPORTER: "Compliant AES-128-GCM-SIV Exporter Context",
 }
 KE_ERROR_CODES = {0: "Unrecognized Critical Record", 1: "Bad Request", 2: "Internal Server Error"}
 
 NEXT_PROTOCOL_NTPV4 = 0
+# AEAD algorithms (IANA "AEAD Algorithms" registry) the probe implements
 AEAD_AES_SIV_CMAC_256 = 15
-AEAD_KEY_LENGTH = {AEAD_AES_SIV_CMAC_256: 32}
+AEAD_AES_128_GCM_SIV = 30
+AEAD_NAMES = {AEAD_AES_SIV_CMAC_256: "AEAD_AES_SIV_CMAC_256", AEAD_AES_128_GCM_SIV: "AEAD_AES_128_GCM_SIV"}
+AEAD_KEY_LENGTH = {AEAD_AES_SIV_CMAC_256: 32, AEAD_AES_128_GCM_SIV: 16}
+# The nonce the probe sends: 16 bytes for AES-SIV (RFC 8915 5.6 asks for at least 16), exactly 12 for GCM-SIV
+AEAD_NONCE_LENGTH = {AEAD_AES_SIV_CMAC_256: 16, AEAD_AES_128_GCM_SIV: 12}
+# N_MAX of RFC 5116 (longest nonce the algorithm takes; AES-SIV takes any length), for the additional padding rule
+AEAD_MAX_NONCE_LENGTH = {AEAD_AES_SIV_CMAC_256: 16, AEAD_AES_128_GCM_SIV: 12}
+SUPPORTED_AEADS = (AEAD_AES_128_GCM_SIV, AEAD_AES_SIV_CMAC_256)
 
 # chrony's limits (nts_ke.h): a response larger than these is refused
 MAX_MESSAGE_LENGTH = 16384
@@ -56,9 +68,9 @@ EF_COOKIE_PLACEHOLDER = 0x0304
 EF_AUTHENTICATOR = 0x0404
 
 NTP_HEADER_LENGTH = 48
-NONCE_LENGTH = 16
+NONCE_LENGTH = 16  # AES-SIV's; see AEAD_NONCE_LENGTH
 UID_LENGTH = 32
-SIV_TAG_LENGTH = 16
+SIV_TAG_LENGTH = 16  # the tag of both AEADs (AES-SIV prepends it, AES-GCM-SIV appends it)
 MAX_PLACEHOLDERS = 7
 NTP_UNIX_DELTA = 2208988800  # seconds from 1900-01-01 to 1970-01-01
 KISS_NTS_NAK = b"NTSN"
@@ -89,11 +101,41 @@ def encode_record(rtype, body=b"", critical=False):
     return struct.pack("!HH", rtype | (CRITICAL_BIT if critical else 0), len(body)) + bytes(body)
 
 
-def build_ke_request(aeads=(AEAD_AES_SIV_CMAC_256,), protocols=(NEXT_PROTOCOL_NTPV4,)):
-    """The client request: Next Protocol (critical), AEAD Algorithm (critical), End of Message."""
+def aead_name(aead):
+    """'AEAD_AES_128_GCM_SIV' for 30, 'AEAD_AES_SIV_CMAC_256' for 15, 'AEAD id N' for any other id."""
+    return AEAD_NAMES.get(aead, "AEAD id %s" % (aead,))
+
+
+def exporter_aead(aead, compliant_exporter):
+    """The AEAD id to put in the key exporter context (RFC 8915 5.1) for a session that negotiated ``aead``.
+
+    RFC 8915 says the negotiated id. chrony 4.4 to 4.6 (and chrony >= 4.6.1 when the peer does not ask for the
+    compliant context) derive AEAD_AES_128_GCM_SIV keys with id 15 instead; a server that echoed record 1024
+    (``compliant_exporter``) uses 30. The key LENGTH is always the negotiated algorithm's (16 bytes for 30).
+    """
+    if aead == AEAD_AES_128_GCM_SIV and not compliant_exporter:
+        return AEAD_AES_SIV_CMAC_256
+    return aead
+
+
+def build_ke_request(aeads=(AEAD_AES_SIV_CMAC_256,), protocols=(NEXT_PROTOCOL_NTPV4,), compliant_exporter=None):
+    """The client request: Next Protocol (critical), AEAD Algorithm (critical), [1024], End of Message.
+
+    Record 1024 (Compliant AES-128-GCM-SIV Exporter Context, C=0, empty) is sent when ``compliant_exporter`` is
+    True, or by default (None) when AEAD_AES_128_GCM_SIV is offered, as chrony >= 4.6.1 does.
+    """
+    aeads = list(aeads)
+    if not aeads:
+        raise ValueError("at least one AEAD algorithm must be offered")
+    for aead in aeads:
+        if isinstance(aead, bool) or not isinstance(aead, int) or not 0 <= aead <= 0xFFFF:
+            raise ValueError("AEAD id %r is not an integer 0..65535" % (aead,))
+    if compliant_exporter is None:
+        compliant_exporter = AEAD_AES_128_GCM_SIV in aeads
     return (
         encode_record(REC_NEXT_PROTOCOL, b"".join(struct.pack("!H", p) for p in protocols), critical=True)
         + encode_record(REC_AEAD, b"".join(struct.pack("!H", a) for a in aeads), critical=True)
+        + (encode_record(REC_COMPLIANT_GCM_SIV_EXPORTER) if compliant_exporter else b"")
         + encode_record(REC_END_OF_MESSAGE, critical=True)
     )
 
@@ -205,7 +247,10 @@ def _u16_list(record, what):
 
 
 def interpret_ke_response(records, offered_aeads=(AEAD_AES_SIV_CMAC_256,)):
-    """Check a decoded server response and return a dict: aead, cookies, server, port, ignored.
+    """Check a decoded server response and return a dict: aead, cookies, server, port, ignored, compliant_exporter.
+
+    ``compliant_exporter`` is True when the server sent record 1024 (it derives AEAD_AES_128_GCM_SIV keys with the
+    RFC 8915 exporter context); a non-empty 1024 record is malformed (chrony rejects it too).
 
     Raises NTSError(stage nts-ke) for Error and Warning records, unknown critical records, a missing or empty
     Next Protocol or AEAD record, a missing End of Message, malformed negotiation records, or no usable cookie.
@@ -216,6 +261,7 @@ def interpret_ke_response(records, offered_aeads=(AEAD_AES_SIV_CMAC_256,)):
     server = None
     port = None
     ignored = []
+    compliant_exporter = False
     if not records or records[-1].rtype != REC_END_OF_MESSAGE:
         raise NTSError("nts-ke", "NTS-KE response ended without an End of Message record")
     for rec in records[:-1]:
@@ -277,6 +323,14 @@ def interpret_ke_response(records, offered_aeads=(AEAD_AES_SIV_CMAC_256,)):
             (port,) = struct.unpack("!H", rec.body)
             if port == 0:
                 raise NTSError("nts-ke", "server negotiated NTP port 0")
+        elif rec.rtype == REC_COMPLIANT_GCM_SIV_EXPORTER:
+            if rec.body:
+                raise NTSError(
+                    "nts-ke",
+                    "malformed Compliant AES-128-GCM-SIV Exporter Context record (%d-byte body, expected empty)"
+                    % len(rec.body),
+                )
+            compliant_exporter = True
         elif rec.critical:
             raise NTSError("nts-ke", "server sent unknown critical record type %d" % rec.rtype)
         else:
@@ -291,4 +345,11 @@ def interpret_ke_response(records, offered_aeads=(AEAD_AES_SIV_CMAC_256,)):
         raise NTSError("nts-ke", "server response has no AEAD Algorithm record")
     if not cookies:
         raise NTSError("nts-ke", "server sent no usable cookie")
-    return {"aead": aead, "cookies": cookies, "server": server, "port": port, "ignored": ignored}
+    return {
+        "aead": aead,
+        "cookies": cookies,
+        "server": server,
+        "port": port,
+        "ignored": ignored,
+        "compliant_exporter": compliant_exporter,
+    }

@@ -25,7 +25,8 @@ except ImportError as exc:  # pragma: no cover - exercised only on hosts without
     _PYOPENSSL_ERROR = exc
 
 from ansible_collections.nts.chrony.plugins.module_utils.nts_ke import (
-    NONCE_LENGTH,
+    AEAD_AES_SIV_CMAC_256,
+    AEAD_NONCE_LENGTH,
     UID_LENGTH,
     KEMessageReader,
     NTSError,
@@ -256,12 +257,15 @@ def ke_exchange(conn, sock, request, timeout, deadline=None):
     return reader.records
 
 
-def ntp_exchange(family, sockaddr, cookie, c2s, s2c, timeout, placeholders=0, deadline=None):
-    """Send one NTS NTPv4 request over UDP and return (parsed response, T1 ns, T4 ns)."""
+def ntp_exchange(
+    family, sockaddr, cookie, c2s, s2c, timeout, placeholders=0, deadline=None, aead=AEAD_AES_SIV_CMAC_256
+):
+    """Send one NTS NTPv4 request sealed with ``aead`` over UDP and return (parsed response, T1 ns, T4 ns)."""
     deadline = _deadline(timeout, deadline)
     uid = os.urandom(UID_LENGTH)
     transmit = os.urandom(8)
-    packet = build_ntp_request(cookie, c2s, uid, transmit, os.urandom(NONCE_LENGTH), placeholders)
+    nonce = os.urandom(AEAD_NONCE_LENGTH[aead])
+    packet = build_ntp_request(cookie, c2s, uid, transmit, nonce, placeholders, aead)
     where = "%s port %d" % (sockaddr[0], sockaddr[1])
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -284,6 +288,6 @@ def ntp_exchange(family, sockaddr, cookie, c2s, s2c, timeout, placeholders=0, de
             except OSError as exc:  # e.g. ICMP port unreachable -> ECONNREFUSED
                 raise NTSError("ntp", "no NTP service at %s: %s" % (where, _os_reason(exc))) from None
             t4 = time.time_ns()
-            return parse_ntp_response(data, s2c, uid, transmit), t1, t4
+            return parse_ntp_response(data, s2c, uid, transmit, aead), t1, t4
     finally:
         _close_quietly(sock)

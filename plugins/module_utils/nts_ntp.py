@@ -1,24 +1,45 @@
 # -*- coding: utf-8 -*-
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""NTS-protected NTPv4 packets (RFC 8915 section 5): AEAD_AES_SIV_CMAC_256, extension fields, request building and
-response checking, timestamps. No Ansible imports.
+"""NTS-protected NTPv4 packets (RFC 8915 section 5): the AEADs (AEAD_AES_SIV_CMAC_256 and AEAD_AES_128_GCM_SIV),
+extension fields, request building and response checking, timestamps. No Ansible imports.
+
+AES-SIV comes from ``cryptography``'s ``AESSIV`` (cryptography >= 37). AES-128-GCM-SIV (RFC 8452) comes from its
+``AESGCMSIV``, which only recent builds have (the PyPI wheels of cryptography >= 42, which bundle OpenSSL >= 3.2;
+not Debian 12's python3-cryptography 38): :func:`aead_unavailable` says whether and why it is missing, and
+:func:`default_aeads` offers AEAD 30 only where it works.
 """
 
 from __future__ import annotations
 
+import hmac
 import socket
 import struct
 
 try:
-    from cryptography.exceptions import InvalidTag
+    from cryptography.exceptions import InternalError, InvalidTag
+    from cryptography.hazmat.primitives import cmac
+    from cryptography.hazmat.primitives.ciphers import algorithms
     from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
     _CRYPTOGRAPHY_ERROR = None
 except ImportError as exc:  # pragma: no cover - exercised only on hosts without the library
-    InvalidTag = AESSIV = None
+    InternalError = InvalidTag = AESSIV = cmac = algorithms = None
     _CRYPTOGRAPHY_ERROR = exc
 
+try:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+
+    _GCM_SIV_IMPORT_ERROR = None
+except ImportError as exc:  # cryptography < 42, or a distribution build without it (Debian 12: 38.0.4)
+    AESGCMSIV = None
+    _GCM_SIV_IMPORT_ERROR = exc
+
 from ansible_collections.nts.chrony.plugins.module_utils.nts_ke import (
+    AEAD_AES_128_GCM_SIV,
+    AEAD_AES_SIV_CMAC_256,
+    AEAD_KEY_LENGTH,
+    AEAD_MAX_NONCE_LENGTH,
+    AEAD_NONCE_LENGTH,
     EF_AUTHENTICATOR,
     EF_COOKIE,
     EF_COOKIE_PLACEHOLDER,
@@ -28,26 +49,146 @@ from ansible_collections.nts.chrony.plugins.module_utils.nts_ke import (
     NTP_HEADER_LENGTH,
     NTP_UNIX_DELTA,
     SIV_TAG_LENGTH,
+    SUPPORTED_AEADS,
     NTSError,
+    aead_name,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
-# AEAD and NTP packets
+# AEADs
+
+_AEAD_UNAVAILABLE = {}
 
 
-def aead_seal(key, plaintext, associated_data, nonce):
-    """AES-SIV-CMAC encrypt: ``associated_data`` is a list of byte strings, the nonce goes LAST (RFC 5297 3).
+def _cryptography_version():
+    try:
+        import cryptography
 
-    Returns SIV tag (16 bytes) || ciphertext. ``nonce`` None means deterministic mode (RFC 5297 A.1).
+        return cryptography.__version__
+    except ImportError:  # pragma: no cover
+        return None
+
+
+def aead_unavailable(aead):
+    """None when this host can use AEAD ``aead``, else the reason (a sentence naming the library and its version).
+
+    AES-128-GCM-SIV needs ``cryptography``'s ``AESGCMSIV`` AND an OpenSSL that implements it (a build against an
+    OpenSSL older than 3.2 has the class but refuses it): one key is set up and used once to find out, and the answer
+    is kept for the life of the process.
     """
+    if aead in _AEAD_UNAVAILABLE:
+        return _AEAD_UNAVAILABLE[aead]
+    version = _cryptography_version()
+    reason = None
+    if aead not in SUPPORTED_AEADS:
+        reason = "%s is not implemented by this probe (it implements %s)" % (
+            aead_name(aead),
+            ", ".join("%d" % a for a in SUPPORTED_AEADS),
+        )
+    elif _CRYPTOGRAPHY_ERROR is not None:
+        reason = "the Python library 'cryptography' is not importable: %s" % (_CRYPTOGRAPHY_ERROR,)
+    elif aead == AEAD_AES_128_GCM_SIV:
+        if AESGCMSIV is None:
+            reason = (
+                "cryptography %s on this host has no AESGCMSIV (AES-128-GCM-SIV needs cryptography >= 42 built "
+                "with OpenSSL >= 3.2, e.g. the PyPI wheels)" % version
+            )
+        else:
+            try:
+                AESGCMSIV(bytes(16)).encrypt(bytes(12), b"", None)
+            except Exception as exc:  # UnsupportedAlgorithm from a build whose OpenSSL lacks AES-GCM-SIV
+                reason = "cryptography %s on this host cannot use AESGCMSIV: %s" % (version, exc)
+    _AEAD_UNAVAILABLE[aead] = reason
+    return reason
+
+
+def default_aeads():
+    """The AEADs offered by default, in preference order: [30, 15] where AES-128-GCM-SIV works, else [15]."""
+    return [a for a in SUPPORTED_AEADS if aead_unavailable(a) is None]
+
+
+def _check_key(aead, key):
+    if aead not in AEAD_KEY_LENGTH:
+        raise ValueError("unsupported AEAD %r (supported: %s)" % (aead, ", ".join(str(a) for a in SUPPORTED_AEADS)))
+    if len(key) != AEAD_KEY_LENGTH[aead]:
+        raise ValueError("%s needs a %d-byte key, got %d" % (aead_name(aead), AEAD_KEY_LENGTH[aead], len(key)))
+
+
+def _gcm_siv_inputs(associated_data, nonce):
+    if nonce is None or len(nonce) != AEAD_NONCE_LENGTH[AEAD_AES_128_GCM_SIV]:
+        raise ValueError("AEAD_AES_128_GCM_SIV needs a 12-byte nonce, got %r" % (None if nonce is None else len(nonce)))
+    ad = list(associated_data)
+    if len(ad) > 1:
+        raise ValueError("AEAD_AES_128_GCM_SIV takes one associated data string, got %d" % len(ad))
+    return bytes(nonce), (bytes(ad[0]) if ad else None)
+
+
+def _dbl(block):
+    """RFC 5297 dbl(): multiply a 128-bit block by x in GF(2^128)."""
+    value = int.from_bytes(block, "big") << 1
+    if value >> 128:
+        value = (value & ((1 << 128) - 1)) ^ 0x87
+    return value.to_bytes(16, "big")
+
+
+def _aes_cmac(key, data):
+    mac = cmac.CMAC(algorithms.AES(key))
+    mac.update(data)
+    return mac.finalize()
+
+
+def siv_of_empty_plaintext(key, components):
+    """AES-SIV output (the 16-byte SIV, nothing else) for an EMPTY plaintext: RFC 5297 S2V with K1 = the key's first
+    half over ``components`` (associated data, then the nonce) and the empty plaintext as last string.
+
+    Used where ``AESSIV`` fails on empty plaintexts: cryptography 38 with OpenSSL 3.0 (Debian 12's python3-cryptography
+    38.0.4) raises InternalError when sealing one and InvalidTag when opening a valid one, and every NTS client
+    request has an empty plaintext.
+    """
+    k1 = bytes(key[: len(key) // 2])
+    digest = _aes_cmac(k1, bytes(16))
+    for component in components:
+        digest = bytes(a ^ b for a, b in zip(_dbl(digest), _aes_cmac(k1, bytes(component))))
+    last = bytes(a ^ b for a, b in zip(_dbl(digest), b"\x80" + bytes(15)))  # dbl(D) xor pad(""), RFC 5297 2.4
+    return _aes_cmac(k1, last)
+
+
+def aead_seal(key, plaintext, associated_data, nonce, aead=AEAD_AES_SIV_CMAC_256):
+    """Encrypt and authenticate ``plaintext`` with AEAD ``aead`` (15 or 30); ``associated_data`` is a list.
+
+    AEAD_AES_SIV_CMAC_256 (RFC 5297): the nonce goes LAST in the associated data list and the result is SIV tag
+    (16 bytes) || ciphertext; ``nonce`` None means deterministic mode (RFC 5297 A.1). AEAD_AES_128_GCM_SIV (RFC 8452):
+    one associated data string at most, a 12-byte nonce, and the result is ciphertext || tag (16 bytes).
+    """
+    _check_key(aead, key)
+    if aead == AEAD_AES_128_GCM_SIV:
+        nonce, ad = _gcm_siv_inputs(associated_data, nonce)
+        return AESGCMSIV(key).encrypt(nonce, plaintext, ad)
     ad = list(associated_data) + ([nonce] if nonce is not None else [])
-    return AESSIV(key).encrypt(plaintext, ad or None)
+    try:
+        return AESSIV(key).encrypt(plaintext, ad or None)
+    except (InternalError, ValueError):
+        if plaintext:
+            raise
+        return siv_of_empty_plaintext(key, ad)
 
 
-def aead_open(key, ciphertext, associated_data, nonce):
+def aead_open(key, ciphertext, associated_data, nonce, aead=AEAD_AES_SIV_CMAC_256):
     """Inverse of :func:`aead_seal`; raises ``cryptography.exceptions.InvalidTag`` when authentication fails."""
+    _check_key(aead, key)
+    if aead == AEAD_AES_128_GCM_SIV:
+        nonce, ad = _gcm_siv_inputs(associated_data, nonce)
+        return AESGCMSIV(key).decrypt(nonce, ciphertext, ad)
     ad = list(associated_data) + ([nonce] if nonce is not None else [])
+    if len(ciphertext) == SIV_TAG_LENGTH:  # empty plaintext: checked here, cryptography 38 rejects every such input
+        if not hmac.compare_digest(siv_of_empty_plaintext(key, ad), bytes(ciphertext)):
+            raise InvalidTag()
+        return b""
     return AESSIV(key).decrypt(ciphertext, ad or None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# NTP packets
 
 
 def _pad4(data):
@@ -76,12 +217,21 @@ def ntp_to_unix_ns(value, pivot_ns):
     return (sec - NTP_UNIX_DELTA) * 1000000000 + ((frac * 1000000000) >> 32)
 
 
-def build_ntp_request(cookie, c2s_key, uid, transmit, nonce, placeholders=0):
+def additional_padding(aead, nonce_length):
+    """Octets of Additional Padding a client request needs (RFC 8915 5.6): N_REQ = min(16, N_MAX) rounded up to a
+    multiple of 4, minus the padded nonce; 0 for both AEADs with the nonces the probe uses (16 and 12 bytes)."""
+    n_req = min(16, AEAD_MAX_NONCE_LENGTH.get(aead, 16))
+    n_req += -n_req % 4
+    return max(0, n_req - (nonce_length + (-nonce_length % 4)))
+
+
+def build_ntp_request(cookie, c2s_key, uid, transmit, nonce, placeholders=0, aead=AEAD_AES_SIV_CMAC_256):
     """Build an NTS-protected NTPv4 client request.
 
     ``transmit`` is the 8-byte value put into the transmit timestamp (random, not the local clock: the real T1 is
     kept by the caller). Extension fields: Unique Identifier, one cookie, ``placeholders`` Cookie Placeholders of
-    the cookie's length, then the Authenticator (empty plaintext, associated data = everything before it).
+    the cookie's length, then the Authenticator (empty plaintext, associated data = everything before it) sealed
+    with ``aead`` (the nonce must be 16 bytes or more for AES-SIV, exactly 12 for AES-128-GCM-SIV).
     """
     if len(transmit) != 8:
         raise ValueError("transmit timestamp must be 8 bytes, got %d" % len(transmit))
@@ -91,13 +241,16 @@ def build_ntp_request(cookie, c2s_key, uid, transmit, nonce, placeholders=0):
         raise ValueError("placeholders must be 0..%d, got %r" % (MAX_PLACEHOLDERS, placeholders))
     if not cookie:
         raise ValueError("cookie must not be empty")
+    if aead == AEAD_AES_SIV_CMAC_256 and len(nonce) < 16:
+        raise ValueError("AEAD_AES_SIV_CMAC_256 requests need a nonce of at least 16 bytes, got %d" % len(nonce))
     header = struct.pack("!BBbb", (0 << 6) | (4 << 3) | 3, 0, 0, 0) + b"\x00" * 36 + bytes(transmit)
     efs = encode_ef(EF_UNIQUE_IDENTIFIER, uid) + encode_ef(EF_COOKIE, cookie)
     efs += encode_ef(EF_COOKIE_PLACEHOLDER, b"\x00" * len(cookie)) * placeholders
     ad = header + efs
-    ciphertext = aead_seal(c2s_key, b"", [ad], nonce)
-    # nonce and ciphertext are 16 bytes each: no padding and no additional padding needed (RFC 8915 5.6)
+    ciphertext = aead_seal(c2s_key, b"", [ad], nonce, aead)
+    # the nonce (16 or 12 bytes) and the 16-byte tag need no padding; additional padding only for short nonces
     auth_body = struct.pack("!HH", len(nonce), len(ciphertext)) + _pad4(nonce) + _pad4(ciphertext)
+    auth_body += b"\x00" * additional_padding(aead, len(nonce))
     return ad + encode_ef(EF_AUTHENTICATOR, auth_body)
 
 
@@ -118,14 +271,15 @@ def parse_extension_fields(data, offset, what):
     return fields
 
 
-def parse_ntp_response(data, s2c_key, uid, transmit):
+def parse_ntp_response(data, s2c_key, uid, transmit, aead=AEAD_AES_SIV_CMAC_256):
     """Validate an NTS-protected NTPv4 server response and return its fields.
 
     Checks, in this order: length and mode 4 (stage ntp), origin timestamp == our transmit value (ntp), the Unique
     Identifier (authentication), NTS NAK (authentication, ``nak`` detail True), authenticator present and last,
-    AES-SIV decryption with the S2C key (authentication). Returns a dict with leap, version, mode, stratum, poll,
-    precision, root_delay, root_dispersion, refid (bytes), receive and transmit (NTP 64-bit ints) and cookies (list
-    of new cookies from the encrypted extension fields).
+    decryption with the S2C key and the negotiated ``aead`` (authentication; AES-128-GCM-SIV needs a 12-byte
+    nonce). Returns a dict with leap, version, mode, stratum, poll, precision, root_delay, root_dispersion, refid
+    (bytes), receive and transmit (NTP 64-bit ints) and cookies (list of new cookies from the encrypted extension
+    fields).
     """
     if len(data) < NTP_HEADER_LENGTH:
         raise NTSError("ntp", "response of %d bytes is shorter than an NTP header (48)" % len(data))
@@ -184,11 +338,18 @@ def parse_ntp_response(data, s2c_key, uid, transmit):
         )
     nonce = body[4 : 4 + nonce_len]
     ciphertext = body[nonce_end : nonce_end + ct_len]
+    if aead == AEAD_AES_128_GCM_SIV and nonce_len != AEAD_NONCE_LENGTH[AEAD_AES_128_GCM_SIV]:
+        raise NTSError(
+            "authentication",
+            "malformed NTS Authenticator: AEAD_AES_128_GCM_SIV needs a 12-byte nonce, the response has %d" % nonce_len,
+        )
     try:
-        plaintext = aead_open(s2c_key, ciphertext, [data[:start]], nonce)
+        plaintext = aead_open(s2c_key, ciphertext, [data[:start]], nonce, aead)
     except InvalidTag:
         raise NTSError(
-            "authentication", "NTS Authenticator does not verify with the S2C key (tampered or forged response)"
+            "authentication",
+            "NTS Authenticator does not verify with the S2C key (%s; tampered or forged response, or keys derived "
+            "differently)" % aead_name(aead),
         ) from None
     cookies = []
     for ftype, _s, _e, fbody in parse_extension_fields(plaintext, 0, "encrypted extension fields"):

@@ -3,9 +3,20 @@
 """Native NTS (RFC 8915) probe: one NTS-KE handshake plus one authenticated NTPv4 exchange.
 
 The module proves that a server speaks NTS without chrony: it connects to the NTS-KE port over TLS 1.3 with ALPN
-``ntske/1``, verifies the certificate chain and the host name or IP address, negotiates NTPv4 and
-AEAD_AES_SIV_CMAC_256 (id 15, the algorithm every NTS server must implement), exports the C2S/S2C keys, sends one
-NTS-protected NTPv4 request with one cookie and checks the authenticated response.
+``ntske/1``, verifies the certificate chain and the host name or IP address, negotiates NTPv4 and an AEAD
+(AEAD_AES_128_GCM_SIV, id 30, where this host's ``cryptography`` has AESGCMSIV, and AEAD_AES_SIV_CMAC_256, id 15, the
+algorithm every NTS server must implement), exports the C2S/S2C keys, sends one NTS-protected NTPv4 request with one
+cookie and checks the authenticated response.
+
+AEAD_AES_128_GCM_SIV and chrony. RFC 8915 5.1 puts the negotiated AEAD id into the key exporter context; chrony 4.4
+to 4.6 put 15 there for AEAD 30 as well (with AEAD 30's 16-byte key length), and chrony >= 4.6.1 keeps doing so unless
+both sides send NTS-KE record 1024 (Compliant AES-128-GCM-SIV Exporter Context, non-critical, empty). The probe sends
+record 1024 whenever it offers 30 and derives the keys with id 30 if the server echoes the record, else with id 15 (what
+chrony < 4.6.1 expects). If the first NTP response of such an unconfirmed AEAD 30 session is an NTS NAK, the probe
+sends one more request with the next cookie and the keys of the other context (as chrony >= 4.6.1 clients switch keys
+after such a NAK), reports which derivation the server uses, and when that gets a NAK too says that both failed.
+See :func:`probe` for the result fields (``aead``, ``aead_name``, ``compliant_exporter``, ``exporter_context``,
+``exporter_retry``, ``aead_note``).
 
 Library choice. Keys are exported with pyOpenSSL's ``Connection.export_keying_material`` (pyOpenSSL >= 17.5). The
 standard library's ``ssl`` module has no exporter; the alternative (``SSLContext.keylog_filename`` plus an HKDF
@@ -13,7 +24,9 @@ derivation of the exporter from the logged ``EXPORTER_SECRET``) writes TLS secre
 of TLS 1.3 by hand. pyOpenSSL keeps the secrets inside OpenSSL and is already a controller dependency. Its price is
 that it checks no host name: :func:`check_certificate_name` does that on the leaf certificate with ``cryptography``
 (subjectAltName DNS and IP entries only, left-most-label wildcards, no Common Name fallback, as RFC 6125 and
-browsers do). AES-SIV comes from ``cryptography``'s ``AESSIV`` (cryptography >= 37).
+browsers do). AES-SIV comes from ``cryptography``'s ``AESSIV`` (cryptography >= 37), AES-128-GCM-SIV from its
+``AESGCMSIV`` when that exists and works (PyPI wheels of cryptography >= 42; not Debian 12's 38.0.4): where it does
+not, AEAD 30 is not offered and each result's ``aead_note`` says why (nts_ntp.aead_unavailable).
 
 Timeouts. ``timeout`` is ONE deadline for the whole probe of one server: DNS, TCP connect, TLS handshake, NTS-KE
 exchange, the NTP server's DNS and the UDP exchange all share it, so a server that stalls at every step still costs
@@ -43,11 +56,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.nts.chrony.plugins.module_utils.nts_ke import (
+    AEAD_AES_128_GCM_SIV,
+    AEAD_AES_SIV_CMAC_256,
     MAX_PLACEHOLDERS,
     NTP_PORT,
     NTS_KE_PORT,
+    SUPPORTED_AEADS,
     NTSError,
+    aead_name,
     build_ke_request,
+    exporter_aead,
     interpret_ke_response,
 )
 from ansible_collections.nts.chrony.plugins.module_utils.nts_net import (
@@ -59,6 +77,7 @@ from ansible_collections.nts.chrony.plugins.module_utils.nts_net import (
     tcp_connect,
 )
 from ansible_collections.nts.chrony.plugins.module_utils.nts_ntp import (
+    aead_unavailable,
     format_refid,
     offset_and_delay,
     server_synchronised,
@@ -116,6 +135,12 @@ def _result_template(host, port, address, server_name):
         "error": None,
         "nak": False,
         "aead": None,
+        "aead_name": None,
+        "aeads_offered": [],
+        "aead_note": None,
+        "compliant_exporter": None,
+        "exporter_context": None,
+        "exporter_retry": False,
         "cookies": None,
         "cookie_length": None,
         "ntp_server": None,
@@ -140,6 +165,62 @@ def _result_template(host, port, address, server_name):
     }
 
 
+def choose_aeads(aeads=None):
+    """The AEADs to offer, in preference order, and a note naming any left out and why (None when none was).
+
+    ``aeads`` None means every AEAD the probe implements that works on this host: [30, 15] where ``cryptography``
+    has a working AESGCMSIV, else [15] (and the note says why 30 is missing). An explicit list may hold 30 and 15
+    (each once); 30 is dropped with the same note where it cannot work, and :class:`MissingDependencyError` is
+    raised when nothing is left. Other values raise ValueError.
+    """
+    if aeads is None:
+        wanted = list(SUPPORTED_AEADS)
+    else:
+        if isinstance(aeads, (str, bytes)) or not isinstance(aeads, (list, tuple)):
+            raise ValueError("aeads must be a list of AEAD ids, got %r" % (aeads,))
+        wanted = []
+        for aead in aeads:
+            if isinstance(aead, bool) or not isinstance(aead, int):
+                raise ValueError("aeads: %r is not an integer AEAD id" % (aead,))
+            if aead not in SUPPORTED_AEADS:
+                raise ValueError(
+                    "aeads: AEAD id %d is not supported (supported: %s)"
+                    % (aead, ", ".join("%d = %s" % (a, aead_name(a)) for a in SUPPORTED_AEADS))
+                )
+            if aead in wanted:
+                raise ValueError("aeads: AEAD id %d is listed twice" % aead)
+            wanted.append(aead)
+        if not wanted:
+            raise ValueError("aeads: give at least one AEAD id")
+    offered = []
+    notes = []
+    for aead in wanted:
+        reason = aead_unavailable(aead)
+        if reason is None:
+            offered.append(aead)
+        else:
+            notes.append("AEAD %d (%s) not offered: %s" % (aead, aead_name(aead), reason))
+    if not offered:
+        raise MissingDependencyError("NTS probe cannot offer any of the requested AEADs: %s" % "; ".join(notes))
+    return offered, "; ".join(notes) or None
+
+
+def _exporter_contexts(aead, compliant_exporter, first, retry):
+    """Exporter context ids to try, in order, for a session that negotiated ``aead`` (see :func:`probe`)."""
+    if aead != AEAD_AES_128_GCM_SIV:
+        return [aead]
+    first = exporter_aead(aead, compliant_exporter) if first is None else first
+    if not retry:
+        return [first]
+    return [first, AEAD_AES_128_GCM_SIV if first == AEAD_AES_SIV_CMAC_256 else AEAD_AES_SIV_CMAC_256]
+
+
+def _derivation(ctx):
+    if ctx == AEAD_AES_SIV_CMAC_256:
+        return "exporter context id 15 (the pre-4.6.1 chrony derivation)"
+    return "exporter context id 30 (RFC 8915)"
+
+
 def probe(
     host,
     port=NTS_KE_PORT,
@@ -151,6 +232,9 @@ def probe(
     placeholders=0,
     cookie_override=None,
     ca_pem=None,
+    aeads=None,
+    compliant_exporter=None,
+    exporter_context=None,
 ):
     """Probe one NTS server; return a result dict and never raise for network or protocol faults.
 
@@ -161,6 +245,23 @@ def probe(
     ``certificate`` before any packet is sent, with a message naming the input and the server. ``cookie_override``
     sends that cookie instead of a server-issued one (testing NTS NAK handling). Result keys: see
     :func:`_result_template`; ``ok`` True means the key exchange and one authenticated NTP exchange both succeeded.
+
+    AEADs. ``aeads`` lists the AEAD ids to offer in preference order (see :func:`choose_aeads`; default [30, 15]
+    where ``cryptography`` has a working AESGCMSIV, else [15]). The result names the negotiated one (``aead``,
+    ``aead_name``), the ones offered (``aeads_offered``) and, in ``aead_note``, why one was not offered and how
+    AEAD_AES_128_GCM_SIV keys were derived when that is not plain RFC 8915.
+
+    chrony's AES-128-GCM-SIV key derivation. RFC 8915 puts the negotiated AEAD id into the TLS exporter context.
+    chrony 4.4 to 4.6 put 15 there for AEAD 30 too (keys of AEAD 30's 16-byte length, exported with id 15); chrony
+    >= 4.6.1 does the same unless both sides send record 1024 ("Compliant AES-128-GCM-SIV Exporter Context", C=0,
+    empty), in which case it uses 30. So when 30 is offered the request carries record 1024 (``compliant_exporter``
+    False leaves it out, None sends it exactly when 30 is offered), and when 30 is negotiated the keys are exported
+    with id 30 if the server echoed 1024 (``compliant_exporter`` True in the result) and with id 15 if it did not.
+    A server that did not echo 1024 but derives the keys as RFC 8915 says answers the first request with an NTS NAK:
+    the probe then sends one more request with the next cookie and the keys of the other context (``exporter_retry``
+    True, as chrony >= 4.6.1 clients switch keys after such a NAK), and reports which derivation worked
+    (``exporter_context``: 15 or 30, and ``aead_note``), or, when both get a NAK, says so. ``exporter_context`` (15
+    or 30) forces the context tried first (diagnostics); the other is still tried after a NAK.
 
     Socket and OpenSSL errors anywhere (a reset connection, a socket that cannot be created, ...) are the failure of
     the stage in progress. Raises :class:`MissingDependencyError` when pyOpenSSL/cryptography are missing and
@@ -186,8 +287,17 @@ def probe(
         raise ValueError("placeholders must be an integer 0..%d, got %r" % (MAX_PLACEHOLDERS, placeholders))
     if ca_file and ca_pem is not None:
         raise ValueError("server %r: give ca_file or ca_pem, not both" % (host,))
+    if exporter_context not in (None, AEAD_AES_SIV_CMAC_256, AEAD_AES_128_GCM_SIV) or isinstance(
+        exporter_context, bool
+    ):
+        raise ValueError("exporter_context must be None, 15 or 30, got %r" % (exporter_context,))
+    if compliant_exporter not in (None, True, False):
+        raise ValueError("compliant_exporter must be None, True or False, got %r" % (compliant_exporter,))
+    offered, aead_note = choose_aeads(aeads)
     server_name = server_name or host
     result = _result_template(host, port, address, server_name)
+    result.update(aeads_offered=offered, aead_note=aead_note)
+    notes = [aead_note] if aead_note else []
     timings = result["timings"]
     start = time.monotonic()
     deadline = start + timeout
@@ -217,12 +327,20 @@ def probe(
             raise NTSError("certificate", "cannot parse the server certificate: %s" % exc) from None
         t0 = lap("tls", t0)
         stage = "nts-ke"
-        records = ke_exchange(conn, sock, build_ke_request(), timeout, deadline=deadline)
-        ke = interpret_ke_response(records)
-        c2s, s2c = export_keys(conn, ke["aead"])
+        request = build_ke_request(offered, compliant_exporter=compliant_exporter)
+        records = ke_exchange(conn, sock, request, timeout, deadline=deadline)
+        ke = interpret_ke_response(records, offered)
+        aead = ke["aead"]
+        echoed = ke["compliant_exporter"]
+        retry = cookie_override is None and len(ke["cookies"]) > 1 and (not echoed or exporter_context is not None)
+        contexts = _exporter_contexts(aead, echoed, exporter_context, retry)
+        keys = [export_keys(conn, aead, ctx) for ctx in contexts]  # all while the TLS session is open
         t0 = lap("nts_ke", t0)
         result.update(
-            aead=ke["aead"],
+            aead=aead,
+            aead_name=aead_name(aead),
+            compliant_exporter=echoed,
+            exporter_context=contexts[0],
             cookies=len(ke["cookies"]),
             cookie_length=len(ke["cookies"][0]),
             ntp_server=ke["server"],
@@ -244,7 +362,64 @@ def probe(
         family, sockaddr = ntp_addrs[0]
         result["ntp_address"] = sockaddr[0]
         cookie = cookie_override if cookie_override is not None else ke["cookies"][0]
-        resp, t1, t4 = ntp_exchange(family, sockaddr, cookie, c2s, s2c, timeout, placeholders, deadline=deadline)
+
+        def exchange(index, sent_cookie):
+            c2s, s2c = keys[index]
+            return ntp_exchange(
+                family, sockaddr, sent_cookie, c2s, s2c, timeout, placeholders, deadline=deadline, aead=aead
+            )
+
+        try:
+            resp, t1, t4 = exchange(0, cookie)
+        except NTSError as exc:
+            if not (exc.details.get("nak") and len(contexts) > 1):
+                if exc.details.get("nak") and aead == AEAD_AES_128_GCM_SIV:
+                    raise NTSError(
+                        exc.stage, exc.message + _gcm_siv_nak_hint(echoed, contexts[0]), **exc.details
+                    ) from None
+                raise
+            # An NTS NAK to AEAD 30 keys the server did not confirm: the other derivation, with the next cookie.
+            result.update(exporter_retry=True, exporter_context=contexts[1])
+            try:
+                resp, t1, t4 = exchange(1, ke["cookies"][1])
+            except NTSError as again:
+                if again.details.get("nak"):
+                    raise NTSError(
+                        "authentication",
+                        "server sent an NTS NAK (kiss code NTSN) to requests keyed with both AES-128-GCM-SIV key "
+                        "derivations (%s; then %s)%s: it rejects the cookies for another reason or its "
+                        "AES-128-GCM-SIV is broken; probe with aeads [15] to check AES-SIV-CMAC-256"
+                        % (
+                            _derivation(contexts[0]),
+                            _derivation(contexts[1]),
+                            "" if echoed else "; the server did not echo record 1024",
+                        ),
+                        nak=True,
+                    ) from None
+                raise NTSError(
+                    again.stage,
+                    "%s (second request, keyed with %s, after an NTS NAK to the first, keyed with %s)"
+                    % (again.message, _derivation(contexts[1]), _derivation(contexts[0])),
+                    **again.details,
+                ) from None
+            notes.append(
+                "the server %s record 1024 and answered the request keyed with %s with an NTS NAK; the request "
+                "keyed with %s succeeded: the server uses %s"
+                % (
+                    "echoed" if echoed else "did not echo",
+                    _derivation(contexts[0]),
+                    _derivation(contexts[1]),
+                    "the pre-4.6.1 chrony key derivation"
+                    if contexts[1] == AEAD_AES_SIV_CMAC_256
+                    else "the RFC 8915 key derivation" + ("" if echoed else " without announcing it"),
+                )
+            )
+        else:
+            if aead == AEAD_AES_128_GCM_SIV and not echoed and contexts[0] == AEAD_AES_SIV_CMAC_256:
+                notes.append(
+                    "the server did not echo record 1024: AES-128-GCM-SIV keys derived with exporter context id 15, "
+                    "as chrony 4.4 to 4.6 do (and later chrony when not asked for the compliant context)"
+                )
         lap("ntp", t0)
         offset, delay = offset_and_delay(t1, resp["receive"], resp["transmit"], t4)
         result.update(
@@ -273,8 +448,20 @@ def probe(
     finally:
         if conn is not None or sock is not None:
             _close_tls(conn, sock)
+        result["aead_note"] = "; ".join(notes) or None
         timings["total"] = round(time.monotonic() - start, 6)
     return result
+
+
+def _gcm_siv_nak_hint(echoed, ctx):
+    """Why an NTS NAK to an AES-128-GCM-SIV request may have come, when no second derivation could be tried."""
+    if echoed:
+        return " (AES-128-GCM-SIV keys derived with %s, which the server confirmed with record 1024)" % _derivation(ctx)
+    return (
+        " (AES-128-GCM-SIV keys derived with %s because the server did not echo record 1024; a server that derives "
+        "them the other way answers so, and the other derivation is tried only with a second server cookie)"
+        % _derivation(ctx)
+    )
 
 
 def _family_of(ip_text):
@@ -303,6 +490,7 @@ _SPEC_KEYS = frozenset(
         "no_cert_time_check",
         "timeout",
         "placeholders",
+        "aeads",
     )
 )
 
@@ -367,6 +555,7 @@ PROBE_ARGUMENT_SPEC = dict(
     concurrency=dict(type="int", default=16),
     fail_on_error=dict(type="bool", default=True),
     min_ok=dict(type="int", default=1),
+    aeads=dict(type="list", elements="int"),
 )
 
 SERVER_KEYS = ("host", "port", "ntsport", "address", "ca_file", "ca_pem", "server_name")
@@ -436,6 +625,13 @@ def run_probe_task(p):
         return out, "min_ok: must be 0 or more, got %r" % p["min_ok"], []
     if p["min_ok"] > len(p["servers"]):
         return out, "min_ok: %d is more than the %d server(s) given" % (p["min_ok"], len(p["servers"])), []
+    aeads = p.get("aeads")
+    try:  # checked once here so that a bad list fails the task up front; each result repeats the note
+        aead_note = choose_aeads(aeads)[1]
+    except ValueError as exc:
+        return out, str(exc), []
+    except MissingDependencyError as exc:
+        return out, "aeads: %s" % exc, []
     try:
         specs = normalise_servers(p["servers"])
     except ValueError as exc:
@@ -450,6 +646,7 @@ def run_probe_task(p):
             timeout=p["timeout"],
             ca_file=p["ca_file"],
             no_cert_time_check=p["no_cert_time_check"],
+            aeads=aeads,
         )
     except MissingDependencyError as exc:
         return out, str(exc), []
@@ -466,6 +663,8 @@ def run_probe_task(p):
         for r in results
         if r["ok"] and not r["synchronised"]
     ]
+    if aeads is not None and aead_note:  # asked for explicitly, so say once that it could not be offered
+        warnings.append(aead_note)
     reasons = []
     if p["fail_on_error"] and out["failed_servers"]:
         reasons.append(

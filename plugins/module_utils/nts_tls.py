@@ -331,12 +331,18 @@ def tls_handshake(sock, server_name, tls, timeout, deadline=None):
     return conn
 
 
-def export_keys(conn, aead=AEAD_AES_SIV_CMAC_256):
-    """C2S and S2C keys from the TLS exporter (RFC 8915 5.1): context = protocol 0 | AEAD id | 0 (C2S) / 1 (S2C)."""
+def export_keys(conn, aead=AEAD_AES_SIV_CMAC_256, context_aead=None):
+    """C2S and S2C keys from the TLS exporter (RFC 8915 5.1): context = protocol 0 | AEAD id | 0 (C2S) / 1 (S2C).
+
+    The key length is the negotiated ``aead``'s; ``context_aead`` (default ``aead``) is the id written into the
+    context: 15 for AEAD_AES_128_GCM_SIV with a server that did not echo record 1024 (chrony < 4.6.1's derivation,
+    see nts_ke.exporter_aead).
+    """
     length = AEAD_KEY_LENGTH[aead]
+    ctx_id = aead if context_aead is None else context_aead
     try:
-        c2s = conn.export_keying_material(EXPORTER_LABEL, length, struct.pack("!HHB", NEXT_PROTOCOL_NTPV4, aead, 0))
-        s2c = conn.export_keying_material(EXPORTER_LABEL, length, struct.pack("!HHB", NEXT_PROTOCOL_NTPV4, aead, 1))
+        c2s = conn.export_keying_material(EXPORTER_LABEL, length, struct.pack("!HHB", NEXT_PROTOCOL_NTPV4, ctx_id, 0))
+        s2c = conn.export_keying_material(EXPORTER_LABEL, length, struct.pack("!HHB", NEXT_PROTOCOL_NTPV4, ctx_id, 1))
     except SSL.Error as exc:
         raise NTSError("nts-ke", "cannot export the NTS keys from TLS: %s" % _ssl_reason(exc)) from None
     return c2s, s2c

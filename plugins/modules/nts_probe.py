@@ -13,8 +13,19 @@ module: nts_probe
 short_description: Prove that NTS (RFC 8915) servers work, without chrony
 description:
   - Performs, for each server, one NTS key exchange (TLS 1.3, ALPN C(ntske/1), certificate chain and name
-    verification, NTPv4 and AEAD_AES_SIV_CMAC_256 negotiation, cookies) followed by one NTS-authenticated NTPv4
-    request to the negotiated NTP server and port.
+    verification, NTPv4 and AEAD negotiation, cookies) followed by one NTS-authenticated NTPv4 request to the
+    negotiated NTP server and port.
+  - Offers AEAD_AES_128_GCM_SIV (id 30) and AEAD_AES_SIV_CMAC_256 (id 15, which every NTS server implements) in
+    that order by default, AEAD 30 only where the local C(cryptography) has a working C(AESGCMSIV) (see O(aeads)),
+    and reports the negotiated one in RV(results[].aead) and RV(results[].aead_name).
+  - "chrony's AES-128-GCM-SIV keys: RFC 8915 exports the keys with the negotiated AEAD id in the exporter context,
+    but chrony 4.4 to 4.6 use id 15 for AEAD 30 too, and chrony >= 4.6.1 does so unless both sides send NTS-KE
+    record 1024 (Compliant AES-128-GCM-SIV Exporter Context). The probe sends record 1024 whenever it offers
+    AEAD 30 and uses id 30 when the server echoes it, id 15 (with the 16-byte key of AEAD 30) when it does not;
+    RV(results[].compliant_exporter) and RV(results[].exporter_context) say which. If such a server answers the
+    first NTP request with an NTS NAK, the probe sends a second request with the next cookie and the keys of the
+    other derivation (RV(results[].exporter_retry)), as chrony >= 4.6.1 clients do, and RV(results[].aead_note)
+    names the derivation the server uses; if both get a NAK the failure says so."
   - Reports per server the negotiated parameters, certificate details, clock offset and delay, or the stage
     (V(dns), V(tcp), V(tls), V(certificate), V(nts-ke), V(ntp), V(authentication)) and reason of the failure.
   - Servers are probed in parallel threads. O(timeout) is one deadline for the whole probe of each server (DNS, TCP,
@@ -36,7 +47,8 @@ author:
 requirements:
   - python >= 3.9
   - pyOpenSSL >= 17.5 (TLS exporter)
-  - cryptography >= 37 (AES-SIV)
+  - cryptography >= 37 (AES-SIV); AES-128-GCM-SIV (AEAD 30) also needs C(AESGCMSIV) (cryptography >= 42 built with
+    OpenSSL >= 3.2, as the PyPI wheels are; not Debian 12's python3-cryptography 38)
 options:
   servers:
     description:
@@ -111,10 +123,23 @@ options:
         play tolerate some broken servers while still requiring a quorum.
     type: int
     default: 1
+  aeads:
+    description:
+      - AEAD algorithm ids to offer in the key exchange, in order of preference. V(30) is AEAD_AES_128_GCM_SIV,
+        V(15) is AEAD_AES_SIV_CMAC_256 (the one every NTS server must implement). Each may appear once.
+      - When omitted, V([30, 15]) where the probing host's C(cryptography) has a working C(AESGCMSIV), else V([15]);
+        each result's RV(results[].aead_note) then says why AEAD 30 was not offered.
+      - When given, AEAD 30 is dropped with a warning where it cannot be used; the task fails if nothing is left
+        to offer. A server that supports none of the offered AEADs fails at stage V(nts-ke).
+      - Offering only V([15]) gives the packets every NTS server answers alike; V([30]) tests a server's
+        AES-128-GCM-SIV (chrony >= 4.4 built with Nettle >= 3.9 or, from 4.5, GnuTLS) and its key derivation.
+    type: list
+    elements: int
 notes:
   - The NTP request uses a random transmit timestamp (the real send time stays local) and one cookie; the answer
     must echo the unique identifier and carry a valid authenticator. An NTS NAK is reported as a failure in stage
-    V(authentication) with RV(results[].nak=true).
+    V(authentication) with RV(results[].nak=true) (after the one retry described above for AEAD 30 keys the server
+    did not confirm with record 1024).
   - The module sends a handful of packets per server and never sets any clock.
 seealso:
   - name: RFC 8915
@@ -149,6 +174,13 @@ EXAMPLES = r"""
   delegate_to: localhost
   run_once: true
   register: nts_preflight
+
+- name: Only AES-SIV-CMAC-256 (what every NTS server implements), e.g. to compare with a GCM-SIV probe
+  nts_probe:
+    servers: [nts1.example.net]
+    aeads: [15]
+  delegate_to: localhost
+  run_once: true
 
 - name: Tolerate one broken public server out of four, but require three
   nts_probe:
@@ -200,10 +232,47 @@ results:
       type: bool
       returned: always
     aead:
-      description: Negotiated AEAD algorithm id (15 = AES-SIV-CMAC-256).
+      description: Negotiated AEAD algorithm id (15 = AEAD_AES_SIV_CMAC_256, 30 = AEAD_AES_128_GCM_SIV).
       type: int
       returned: after NTS-KE
-      sample: 15
+      sample: 30
+    aead_name:
+      description: Name of the negotiated AEAD algorithm.
+      type: str
+      returned: after NTS-KE
+      sample: AEAD_AES_128_GCM_SIV
+    aeads_offered:
+      description: AEAD ids offered to the server, in order of preference.
+      type: list
+      elements: int
+      returned: always
+      sample: [30, 15]
+    aead_note:
+      description:
+        - Why an AEAD was not offered (for example this host's C(cryptography) has no C(AESGCMSIV)), and how the
+          AEAD_AES_128_GCM_SIV keys were derived when not as RFC 8915 says (a server without record 1024, a retry
+          after an NTS NAK); null when there is nothing to say.
+      type: str
+      returned: always
+    compliant_exporter:
+      description:
+        - The server echoed NTS-KE record 1024, so AEAD_AES_128_GCM_SIV keys are exported with AEAD id 30 in the
+          context (RFC 8915); false means a server that does not know the record (chrony < 4.6.1, NTPsec, ...).
+      type: bool
+      returned: after NTS-KE
+    exporter_context:
+      description:
+        - AEAD id put into the TLS exporter context for the keys of the (last) NTP request; differs from
+          RV(results[].aead) only for AEAD 30 with a server that uses the pre-4.6.1 chrony derivation (15).
+      type: int
+      returned: after NTS-KE
+      sample: 30
+    exporter_retry:
+      description:
+        - The first NTP request got an NTS NAK and a second one was sent with the keys of the other AEAD 30 key
+          derivation.
+      type: bool
+      returned: always
     cookies:
       description: Number of cookies received in the key exchange.
       type: int

@@ -11,8 +11,14 @@ that stalls at every step still costs at most one timeout. Whatever a server's n
 send garbage), that server gets a CRITICAL line with the failed stage and a plain reason, and every other server is
 still reported.
 
+AEADs: by default AES-128-GCM-SIV (30) and AES-SIV-CMAC-256 (15) are offered, 30 only where the local
+`cryptography` has a working AESGCMSIV; --aead sets the list (e.g. --aead 15, or --aead 30,15). The AEAD column
+shows the negotiated id; --json adds aead_name, aead_note (why 30 was not offered, how GCM-SIV keys were derived)
+and the record 1024 / exporter context details.
+
 Examples:
   nts-probe nts1.example.net nts2.example.net:4461
+  nts-probe --aead 30 nts1.example.net
   nts-probe --catalog roles/chrony_nts/files/nts_catalog.yml --json
   nts-probe --ca-file lab-ca.pem --address 10.89.0.11 nts1.lab.test
 """
@@ -59,6 +65,18 @@ def non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError("must be >= 0, got %s" % text)
     return value
+
+
+def aead_list(text):
+    """'30', '15' or '30,15' -> [30, 15] (repeated --aead options are joined in order)."""
+    out = []
+    for word in text.split(","):
+        word = word.strip()
+        try:
+            out.append(int(word))
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not an AEAD id (30 or 15)" % word) from None
+    return out
 
 
 def load_catalog(path):
@@ -173,6 +191,14 @@ def main(argv=None):
     parser.add_argument(
         "--warn-days", type=non_negative_int, default=14, help="warn when a certificate expires sooner (default 14)"
     )
+    parser.add_argument(
+        "--aead",
+        type=aead_list,
+        action="append",
+        metavar="ID[,ID]",
+        help="AEAD ids to offer, in order of preference: 30 (AES-128-GCM-SIV), 15 (AES-SIV-CMAC-256); repeatable "
+        "(default 30,15 where this host's cryptography has AESGCMSIV, else 15)",
+    )
     parser.add_argument("--json", action="store_true", help="print the full results as JSON")
     args = parser.parse_args(argv)
 
@@ -199,12 +225,22 @@ def main(argv=None):
             raise UsageError("--concurrency must be at least 1")
         if args.ca_file and not os.path.isfile(args.ca_file):
             raise UsageError("--ca-file %s: no such file" % args.ca_file)
+        aeads = None
+        if args.aead:
+            aeads = [a for group in args.aead for a in group]
+            try:
+                note = nts_prober.choose_aeads(aeads)[1]
+            except ValueError as exc:
+                raise UsageError(str(exc).replace("aeads:", "--aead:", 1)) from None
+            if note:
+                print("nts-probe: %s" % note, file=sys.stderr)
         results = nts_prober.probe_many(
             specs,
             concurrency=args.concurrency,
             timeout=args.timeout,
             ca_file=args.ca_file,
             no_cert_time_check=args.no_cert_time_check,
+            aeads=aeads,
         )
     except (UsageError, ValueError, MissingDependencyError) as exc:
         print("nts-probe: %s" % exc, file=sys.stderr)

@@ -235,8 +235,9 @@ class NoIPv6Socket(socket.socket):
 
 
 def run_cli(*args, no_ipv6=False):
-    cmd = [str(PYTHON), str(CLI), *args]
-    if no_ipv6:  # the same CLI, run as __main__ in a Python whose socket class refuses AF_INET6
+    cmd = [str(CLI), *args]  # the sh wrapper, as users run it
+    env = None
+    if no_ipv6:  # the same CLI module, run as __main__ in a Python whose socket class refuses AF_INET6
         code = (
             "import errno, os, runpy, socket, sys\n"
             "class S(socket.socket):\n"
@@ -245,11 +246,11 @@ def run_cli(*args, no_ipv6=False):
             "            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))\n"
             "        super().__init__(family, type, proto, fileno)\n"
             "socket.socket = S\n"
-            "sys.argv = sys.argv[1:]\n"
-            "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "runpy.run_module('ansible_collections.nts.chrony.plugins.plugin_utils.probe_cli', run_name='__main__')\n"
         )
-        cmd = [str(PYTHON), "-c", code, str(CLI), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+        cmd = [str(PYTHON), "-c", code, *args]
+        env = dict(os.environ, PYTHONPATH=str(REPO / ".collections"))
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False, env=env)
 
 
 def table_lines(stdout):
