@@ -49,3 +49,11 @@ bench: setup          ## benchmarks (each makes its own lab or loopback servers)
 
 clean: lab-down
 	rm -rf .venv .cache reports
+
+.PHONY: images-all test-releases
+
+images-all: setup     ## lab images of every Debian release (12, 13, testing); `setup` builds only the default (12)
+	@$(PY) lab/labctl.py image --release all
+
+test-releases: setup  ## Debian 12/13/testing clients x chrony/NTPsec servers of the three releases, in a lab of its own
+	pytest tests/lab/test_releases.py -v $(PYTEST_ARGS)
