@@ -83,3 +83,11 @@ ee-context: setup     ## execution environment build context in .cache/ee/contex
 	ansible-galaxy collection build --force --output-path .cache/ee .
 	mv -f .cache/ee/nts-chrony-$$(sed -n 's/^version: *//p' galaxy.yml).tar.gz .cache/ee/nts-chrony.tar.gz
 	ansible-builder create --file execution-environment.yml --context .cache/ee/context
+
+.PHONY: images-all test-releases
+
+images-all: setup     ## lab images of every Debian release (12, 13, testing); `setup` builds only the default (12)
+	@$(PY) lab/labctl.py image --release all
+
+test-releases: setup  ## Debian 12/13/testing clients x chrony/NTPsec servers of the three releases, in a lab of its own
+	pytest tests/lab/test_releases.py -v $(PYTEST_ARGS)

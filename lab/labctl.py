@@ -2,13 +2,14 @@
 """The chrony-nts lab: real NTS servers and real systemd hosts in podman, made and torn down per lab.
 
     labctl.py up      [--name NAME] [--clients N] [--tier M] [--ssh-wait SECONDS]
+                      [--release R[,R...]] [--server-release R[,R...]]
                                                     build what is missing, start what is stopped (idempotent)
     labctl.py down    [--name NAME] [--force]       remove every container, the network, keys and SSH masters
     labctl.py status  [--name NAME] [--json]
     labctl.py inventory [--name NAME]               print the path of the lab's Ansible inventory
     labctl.py fault   [--name NAME] ACTION SERVER [PROTO]
                       ACTION: stop | start | block | unblock     PROTO (block): ke | ntp | all
-    labctl.py image                                  build the images if their recipe changed
+    labctl.py image   [--release R[,R...]|all]       build the images if their recipe changed (default: 12's)
 
 What a lab holds (NAME defaults to $LAB_NAME or "chrony-nts-lab"):
   * one internal podman network NAME-net (no route out; a /24 chosen free in 10.89.0.0/16) with DNS names *.lab.test
@@ -24,6 +25,13 @@ What a lab holds (NAME defaults to $LAB_NAME or "chrony-nts-lab"):
   * with --tier M: M more systemd hosts NAME-tier1..M in the group `chrony_nts_servers`, for the fleet's own NTS
     server tier (the chrony_nts_server role makes them servers); each has a key and certificate from the lab CA
     (tier1.lab.test + its address) under .lab/NAME/tier/, named in the inventory.
+  * Debian releases (R: 12 bookworm, 13 trixie, testing forky; each image from its release's own packages, built
+    with debootstrap, tagged with the hash of its recipe): --release R[,R...] for the hosts (clientN takes the
+    releases in turn, tier hosts the first; default 12), --server-release R[,R...] for the servers (the first runs
+    the set above; each further release R adds nts-R (chrony) and ntpsec-R (NTPsec), both with trusted
+    certificates). The inventory gives each host its lab_release and each server its release. A lab keeps the
+    releases it was made with (a later `up` without them reuses them); asking an existing container for another
+    release is refused.
   * an Ansible inventory (inventories/lab/hosts.yml for the default lab, else .lab/NAME/inventory/hosts.yml) and
     .lab/NAME/ssh_config.
 
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -63,7 +72,14 @@ SSH_WAIT_BASE = 90.0  # seconds, on an idle machine
 SSH_WAIT_CAP = 900.0
 CONTAINERS_PER_CPU = 8  # running containers per core that the base wait allows for
 IMAGE_RECIPE = [LAB / "image" / "build.sh"]
-CHRONY_GID_IN_IMAGE = 103  # _chrony in the Debian 12 image (checked by `up`)
+CHRONY_GID_IN_IMAGE = 103  # _chrony in the Debian 12 image (newer images say theirs in a label)
+# Debian releases the lab's images are made of (release -> debootstrap suite), each with its own chrony and NTPsec:
+# 12 bookworm (chrony 4.3, NTPsec 1.2.2), 13 trixie (4.6.1, 1.2.3), testing (forky when this was written: 4.9,
+# 1.2.5; its image is fixed when built, and rebuilt only when its recipe changes).
+RELEASES = {"12": "bookworm", "13": "trixie", "testing": "forky"}
+RELEASE_ALIASES = {"bookworm": "12", "trixie": "13", "forky": "testing", "14": "testing"}
+DEFAULT_RELEASE = "12"
+IMAGE_LOCK = Path("/run/chrony-nts-lab-images.lock")  # one image build at a time on the machine (root only)
 
 
 class LabError(Exception):
@@ -102,34 +118,120 @@ def preflight() -> None:
         raise LabError("; ".join(problems))
 
 
-def recipe_tag() -> str:
+def parse_releases(text: str | None) -> list[str] | None:
+    """`12,13,testing` (or names: bookworm, trixie, forky; `all`) -> ["12", "13", "testing"]; None stays None."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return list(RELEASES)
+    out = []
+    for word in (w.strip().lower() for w in text.split(",")):
+        release = RELEASE_ALIASES.get(word, word)
+        if release not in RELEASES:
+            known = ", ".join(f"{r} ({s})" for r, s in RELEASES.items())
+            raise LabError(f"unknown Debian release {word!r}: the lab knows {known} and `all`")
+        if release not in out:
+            out.append(release)
+    if not out:
+        raise LabError("no Debian release given")
+    return out
+
+
+def recipe_tag(release: str = DEFAULT_RELEASE) -> str:
+    """The images' tag: a hash of their recipe (build.sh) and the release's suite."""
     digest = hashlib.sha256()
     for path in IMAGE_RECIPE:
         digest.update(path.read_bytes())
+    digest.update(RELEASES[release].encode())
     return digest.hexdigest()[:12]
 
 
-def image_refs() -> tuple[str, str]:
-    tag = recipe_tag()
-    return f"localhost/chrony-nts-lab-host:{tag}", f"localhost/chrony-nts-lab-server:{tag}"
+def image_refs(release: str = DEFAULT_RELEASE) -> tuple[str, str]:
+    """(host image, server image) of a release: the default release's under the names the lab always used (Molecule's
+    scenarios use them), the others' with the release in the name."""
+    tag = recipe_tag(release)
+    suffix = "" if release == DEFAULT_RELEASE else f"-{release}"
+    return f"localhost/chrony-nts-lab-host{suffix}:{tag}", f"localhost/chrony-nts-lab-server{suffix}:{tag}"
 
 
-def ensure_images() -> tuple[str, str]:
-    host_ref, server_ref = image_refs()
-    missing = [r for r in (host_ref, server_ref) if podman("image", "exists", r, check=False).returncode != 0]
-    if missing:
+@contextlib.contextmanager
+def image_lock():
+    """Image builds wait for each other (two labs coming up at once must not build the same image twice)."""
+    with open(IMAGE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_images(release: str = DEFAULT_RELEASE) -> tuple[str, str]:
+    """The release's images, built with debootstrap when missing (a changed recipe means new tags)."""
+    host_ref, server_ref = image_refs(release)
+
+    def missing() -> list[str]:
+        return [r for r in (host_ref, server_ref) if podman("image", "exists", r, check=False).returncode != 0]
+
+    if missing():
         if shutil.which("debootstrap") is None:
             raise LabError("`debootstrap` is not installed (apt-get install debootstrap, or run `make setup`)")
-        print(f"lab: building images {host_ref} and {server_ref} (about 75 s)", flush=True)
-        res = subprocess.run(
-            ["bash", str(LAB / "image" / "build.sh"), host_ref, server_ref], env=podman_env(), check=False
-        )
-        if res.returncode != 0:
-            raise LabError("image build failed (see the lines above)")
-    # Stable names for tools that cannot compute the recipe hash (Molecule scenarios).
+        with image_lock():
+            if missing():
+                suite = RELEASES[release]
+                print(f"lab: building Debian {release} ({suite}) images {host_ref} and {server_ref}", flush=True)
+                start = time.monotonic()
+                res = subprocess.run(
+                    ["bash", str(LAB / "image" / "build.sh"), host_ref, server_ref, suite],
+                    env=podman_env(),
+                    check=False,
+                )
+                if res.returncode != 0:
+                    raise LabError(f"Debian {release} ({suite}) image build failed (see the lines above)")
+                print(f"lab: built the Debian {release} ({suite}) images in {time.monotonic() - start:.0f} s")
+    # Stable names for tools that cannot compute the recipe hash (Molecule scenarios use the default release's).
     for ref in (host_ref, server_ref):
         podman("tag", ref, ref.rsplit(":", 1)[0] + ":latest")
     return host_ref, server_ref
+
+
+_LABELS: dict[str, dict[str, str]] = {}
+
+
+def image_labels(ref: str) -> dict[str, str]:
+    """An image's labels (build.sh records the suite, chrony, NTPsec and systemd versions, _chrony's gid, the init)."""
+    if ref not in _LABELS:
+        res = podman("image", "inspect", "--format", "{{json .Labels}}", ref)
+        _LABELS[ref] = json.loads(res.stdout.strip() or "null") or {}
+    return _LABELS[ref]
+
+
+def chrony_gid(server_ref: str) -> int:
+    """_chrony's gid in a server image (server keys are readable by that group only)."""
+    gid = image_labels(server_ref).get("io.chrony-nts.chrony-gid")
+    if not gid:  # an image built before the label existed
+        gid = podman("run", "--rm", server_ref, "id", "-g", "_chrony").stdout.strip()
+    return int(gid)
+
+
+_CGROUPS: list[str] = []
+
+
+def machine_cgroups() -> str:
+    """The cgroup version podman sees on this machine: v1 or v2."""
+    if not _CGROUPS:
+        res = podman("info", "--format", "{{.Host.CgroupsVersion}}", check=False)
+        _CGROUPS.append(res.stdout.strip() or "v2")
+    return _CGROUPS[0]
+
+
+def host_start(image: str) -> tuple[list[str], list[str]]:
+    """(extra podman run options, command) for a systemd host of this image. An image whose systemd needs cgroup v2
+    (build.sh writes its lab-init) gets, on a cgroup v1 machine only, a private cgroup namespace and CAP_SYS_ADMIN for
+    lab-init to mount its own cgroup v2 subtree; lab-init drops CAP_SYS_ADMIN from the bounding set before systemd."""
+    init = image_labels(image).get("io.chrony-nts.init")
+    if init and machine_cgroups() == "v1":
+        return ["--cgroupns", "private", "--cap-add", "SYS_ADMIN"], [init]
+    return [], ["/sbin/init"]
 
 
 # ------------------------------------------------------------------------------------- waiting for hosts, and why not
@@ -270,7 +372,14 @@ def foreign_lab_message(lab_name: str, found: dict[str, list[str]], default_name
 # ----------------------------------------------------------------------------------------------------------- the state
 class Lab:
     def __init__(
-        self, name: str, clients: int = 4, tier: int = 0, attach: str | None = None, ssh_wait: float | None = None
+        self,
+        name: str,
+        clients: int = 4,
+        tier: int = 0,
+        attach: str | None = None,
+        ssh_wait: float | None = None,
+        releases: list[str] | None = None,
+        server_releases: list[str] | None = None,
     ):
         if not name.replace("-", "").isalnum() or len(name) > 40:
             raise LabError(f"lab name {name!r} must be letters, digits and dashes, at most 40 characters")
@@ -279,6 +388,12 @@ class Lab:
         self.tier = tier
         self.ssh_wait = ssh_wait  # None: stretched by the machine's load (ssh_wait_budget)
         self.dir = ROOT / ".lab" / name
+        # Debian releases: of the hosts (clients take them in turn, tier hosts the first) and of the servers (the first
+        # for the standard set, nts-R and ntpsec-R for each further one). Not given: as the lab was made, else 12.
+        saved = self.saved_releases()
+        self.releases = releases or saved.get("clients") or [DEFAULT_RELEASE]
+        self.server_releases = server_releases or saved.get("servers") or [DEFAULT_RELEASE]
+        self.servers = self.server_table(self.server_releases)
         # --attach: join a network someone else made (a Molecule scenario's); addresses are then dynamic, so
         # certificates name the servers by DNS only and `down` removes only this lab's containers.
         self.attach = attach
@@ -303,6 +418,24 @@ class Lab:
         "nts3": ("chrony", 7, "good"),
     }
 
+    @classmethod
+    def server_table(cls, server_releases: list[str]) -> dict[str, tuple[str, int, str, str]]:
+        """Every NTS server: name -> (kind, last octet, certificate, Debian release). The standard set (SERVERS) runs
+        the first release; each further release R adds nts-R (chrony) and ntpsec-R (NTPsec), trusted certificates."""
+        base = server_releases[0]
+        table = {short: (*spec, base) for short, spec in cls.SERVERS.items()}
+        for release in server_releases[1:]:
+            octet = 200 + 2 * list(RELEASES).index(release)
+            table[f"nts-{release}"] = ("chrony", octet, "good", release)
+            table[f"ntpsec-{release}"] = ("ntpsec", octet + 1, "good", release)
+        return table
+
+    def saved_releases(self) -> dict[str, list[str]]:
+        try:
+            return json.loads((self.dir / "releases.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
     def container(self, short: str) -> str:
         return f"{self.name}-{short}"
 
@@ -311,6 +444,12 @@ class Lab:
         clients = [(f"client{i}", 10 + i, "chrony_nts_clients") for i in range(1, self.clients + 1)]
         tier = [(f"tier{i}", 100 + i, "chrony_nts_servers") for i in range(1, self.tier + 1)]
         return clients + tier
+
+    def host_release(self, short: str) -> str:
+        """clientN takes the host releases in turn (client1 the first); tier hosts the first."""
+        if short.startswith("client"):
+            return self.releases[(int(short[len("client") :]) - 1) % len(self.releases)]
+        return self.releases[0]
 
     def address(self, subnet: ipaddress.IPv4Network, octet: int) -> str:
         return str(subnet.network_address + octet)
@@ -365,9 +504,10 @@ class Lab:
         return subnet
 
     # pki -------------------------------------------------------------------------------------------------------------
-    def ensure_pki(self, subnet: ipaddress.IPv4Network | None) -> None:
+    def ensure_pki(self, subnet: ipaddress.IPv4Network | None, gids: dict[str, int] | None = None) -> None:
         """The lab's CA and a CA nobody trusts, made once per lab; certificates issued for whatever lacks one (so a
-        server or tier host added to an existing lab gets its own). CA keys stay in the 0700 lab directory."""
+        server or tier host added to an existing lab gets its own). CA keys stay in the 0700 lab directory. A server's
+        key is readable by root and the _chrony group of its release's image (gids: release -> gid)."""
         sys.path.insert(0, str(LAB))
         import pki  # needs the venv's cryptography: imported only when used
 
@@ -383,7 +523,7 @@ class Lab:
 
         ca = authority("ca", f"chrony-nts lab CA ({self.name})")
         rogue = authority("rogue-ca", "an authority nobody trusts")
-        for short, (_kind, octet, flavour) in self.SERVERS.items():
+        for short, (_kind, octet, flavour, release) in self.servers.items():
             sdir = self.dir / "servers" / short
             if (sdir / "server.crt").exists():
                 continue
@@ -397,7 +537,7 @@ class Lab:
                 key, cert = ca.issue(dns, ips)
             pki.write(sdir / "server.crt", cert + ca.cert_pem if flavour != "rogue" else cert, 0o644)
             # the key: root and the chrony group only (gid as inside the image)
-            pki.write(sdir / "server.key", key, 0o640, 0, CHRONY_GID_IN_IMAGE)
+            pki.write(sdir / "server.key", key, 0o640, 0, (gids or {}).get(release, CHRONY_GID_IN_IMAGE))
         self._issue_tier(ca, subnet)
 
     def _issue_tier(self, ca, subnet: ipaddress.IPv4Network) -> None:
@@ -457,6 +597,15 @@ class Lab:
         res = podman("container", "inspect", "--format", "{{.State.Status}}", container, check=False)
         return res.stdout.strip() if res.returncode == 0 else None
 
+    def check_release(self, short: str, release: str) -> None:
+        """An existing container must be of the release asked for (containers made before releases existed: 12)."""
+        made = self.release_of(self.container(short))
+        if made != release:
+            raise LabError(
+                f"{self.container(short)} runs Debian {made}, not {release} as asked: take lab {self.name} down first "
+                f"(labctl.py down --name {self.name})"
+            )
+
     def _server_conf(self, short: str, kind: str) -> str:
         if kind == "ntpsec":
             return "\n".join(
@@ -488,9 +637,11 @@ class Lab:
         )
 
     def ensure_server(self, short: str, image: str, subnet: ipaddress.IPv4Network) -> None:
-        kind, octet, _ = self.SERVERS[short]
+        kind, octet, _, release = self.servers[short]
         name = self.container(short)
         st = self.state(name)
+        if st is not None:
+            self.check_release(short, release)
         if st == "running":
             return
         if st is not None:
@@ -510,6 +661,7 @@ class Lab:
             )
         podman(
             "run", "-d", "--name", name, "--hostname", short, *self.labels("server"),
+            "--label", f"{LABEL}.release={release}",
             "--network", self.net, *self.fixed_address(subnet, octet),
             "--network-alias", f"{short}.{DOMAIN}", "--network-alias", short,
             "--cap-drop", "SYS_TIME", "--cap-add", "NET_ADMIN",
@@ -519,19 +671,24 @@ class Lab:
 
     def ensure_host(self, short: str, octet: int, group: str, image: str, subnet: ipaddress.IPv4Network) -> None:
         name = self.container(short)
+        release = self.host_release(short)
         st = self.state(name)
+        if st is not None:
+            self.check_release(short, release)
         if st == "running":
             return
         if st is not None:
             podman("start", name)
             return
+        options, command = host_start(image)
         podman(
             "run", "-d", "--name", name, "--hostname", short, *self.labels(group),
+            "--label", f"{LABEL}.release={release}",
             "--network", self.net, *self.fixed_address(subnet, octet),
             "--network-alias", f"{short}.{DOMAIN}",
-            "--systemd", "always", "--cap-drop", "SYS_TIME",
+            "--systemd", "always", "--cap-drop", "SYS_TIME", *options,
             "-v", f"{self.dir / 'ssh' / 'authorized_keys'}:/root/.ssh/authorized_keys:ro",
-            image, "/sbin/init",
+            image, *command,
         )  # fmt: skip
 
     def wait_clients(self, subnet: ipaddress.IPv4Network) -> None:
@@ -602,7 +759,7 @@ class Lab:
 
     def wait_servers(self, only: list[str] | None = None, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        for short, (kind, _octet, _) in self.SERVERS.items():
+        for short, (kind, _octet, _, _release) in self.servers.items():
             if only is not None and short not in only:
                 continue
             probe = "ss -Hltn 'sport = :4460' | grep -q LISTEN"
@@ -623,8 +780,9 @@ class Lab:
                 "address": self.address(subnet, octet) if subnet else self.current_address(short),
                 "kind": kind,
                 "cert": cert,
+                "release": release,
             }
-            for short, (kind, octet, cert) in self.SERVERS.items()
+            for short, (kind, octet, cert, release) in self.servers.items()
         }
         inv = {
             "all": {
@@ -643,7 +801,11 @@ class Lab:
             }
         }
         for short, octet, group in self.hosts():
-            host = {"ansible_host": self.address(subnet, octet), "lab_container": self.container(short)}
+            host = {
+                "ansible_host": self.address(subnet, octet),
+                "lab_container": self.container(short),
+                "lab_release": self.host_release(short),
+            }
             if group == "chrony_nts_servers":
                 host["lab_tier_name"] = f"{short}.{DOMAIN}"
                 host["lab_tier_key_file"] = str(self.dir / "tier" / f"{short}.key")
@@ -674,29 +836,39 @@ class Lab:
             raise LabError("--attach starts NTS servers only: use it with --clients 0 (the network's owner adds hosts)")
         preflight()
         self.refuse_foreign()
-        host_image, server_image = ensure_images()
-        gid = podman("run", "--rm", server_image, "id", "-g", "_chrony").stdout.strip()
-        if gid != str(CHRONY_GID_IN_IMAGE):
-            raise LabError(f"_chrony has gid {gid} in {server_image}, the lab expects {CHRONY_GID_IN_IMAGE}")
+        needed = dict.fromkeys(
+            [*self.server_releases, *(self.host_release(short) for short, _octet, _group in self.hosts())]
+        )
+        images = {release: ensure_images(release) for release in needed}  # release -> (host image, server image)
+        gids = {release: chrony_gid(images[release][1]) for release in self.server_releases}
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         subnet = self.ensure_network()
-        self.ensure_pki(subnet)
+        self.ensure_pki(subnet, gids)
         self.ensure_ssh()
-        for short in self.SERVERS:
-            self.ensure_server(short, server_image, subnet)
+        for short, (_kind, _octet, _cert, release) in self.servers.items():
+            self.ensure_server(short, images[release][1], subnet)
         for short, octet, group in self.hosts():
-            self.ensure_host(short, octet, group, host_image, subnet)
+            self.ensure_host(short, octet, group, images[self.host_release(short)][0], subnet)
+        (self.dir / "releases.json").write_text(
+            json.dumps({"clients": self.releases, "servers": self.server_releases}) + "\n"
+        )
         self.write_inventory(subnet)
         self.wait_servers()
         self.wait_clients(subnet)
         print(
-            f"lab {self.name}: up on {self.net} ({subnet or 'dynamic addresses'}) with {len(self.SERVERS)} NTS servers,"
-            f" {self.clients} clients"
+            f"lab {self.name}: up on {self.net} ({subnet or 'dynamic addresses'}) with {len(self.servers)} NTS servers"
+            f" (Debian {', '.join(self.server_releases)}), {self.clients} clients"
+            f" (Debian {', '.join(self.releases[: max(self.clients, 1)])})"
             f" and {self.tier} tier hosts"
         )
         shown = self.inventory.relative_to(ROOT) if self.inventory.is_relative_to(ROOT) else self.inventory
         print(f"lab {self.name}: inventory {shown}")
+
+    def release_of(self, container: str) -> str:
+        fmt = '{{index .Config.Labels "' + f"{LABEL}.release" + '"}}'
+        res = podman("container", "inspect", "--format", fmt, container, check=False)
+        return (res.stdout.strip() if res.returncode == 0 else "").replace("<no value>", "") or DEFAULT_RELEASE
 
     def containers(self) -> list[str]:
         res = podman("ps", "-a", "--filter", f"label={LABEL}={self.name}", "--format", "{{.Names}}", check=False)
@@ -722,7 +894,7 @@ class Lab:
 
     def status(self, as_json: bool) -> int:
         subnet = self.subnet()
-        rows = [{"container": n, "state": self.state(n)} for n in self.containers()]
+        rows = [{"container": n, "state": self.state(n), "release": self.release_of(n)} for n in self.containers()]
         foreign = self.foreign_checkouts()
         if as_json:
             print(
@@ -740,12 +912,12 @@ class Lab:
             for owner, names in sorted(foreign.items()):
                 print(f"  made by another checkout, {owner}: {', '.join(sorted(names))}")
             for row in rows:
-                print(f"  {row['container']:<40} {row['state']}")
+                print(f"  {row['container']:<40} {row['state']:<10} Debian {row['release']}")
         return 0 if subnet else 1
 
     def fault(self, action: str, server: str, proto: str) -> None:
-        if server not in self.SERVERS:
-            raise LabError(f"unknown lab server {server!r}; known: {', '.join(self.SERVERS)}")
+        if server not in self.servers:
+            raise LabError(f"unknown lab server {server!r}; known: {', '.join(self.servers)}")
         name = self.container(server)
         if action == "stop":
             podman("stop", "-t", "2", name)
@@ -782,9 +954,23 @@ def main(argv: list[str] | None = None) -> int:
         "machine's load, at most 900 s)",
     )
     parser.add_argument("--force", action="store_true", help="down: remove the lab even if another checkout made it")
+    parser.add_argument(
+        "--release",
+        metavar="R[,R...]",
+        default=os.environ.get("LAB_RELEASE") or None,
+        help="up: Debian release of the client (and tier) hosts: 12 (default), 13, testing (or bookworm, trixie, "
+        "forky); several: clientN takes them in turn. image: the releases to build (`all`: every one)",
+    )
+    parser.add_argument(
+        "--server-release",
+        metavar="R[,R...]",
+        default=os.environ.get("LAB_SERVER_RELEASE") or None,
+        help="up: Debian release of the NTS servers (default 12); each further release adds nts-R and ntpsec-R",
+    )
     opts = parser.parse_intermixed_args(argv)
     try:
-        lab = Lab(opts.name, opts.clients, opts.tier, opts.attach, opts.ssh_wait)
+        releases, server_releases = parse_releases(opts.release), parse_releases(opts.server_release)
+        lab = Lab(opts.name, opts.clients, opts.tier, opts.attach, opts.ssh_wait, releases, server_releases)
         if opts.verb == "up":
             lab.up()
         elif opts.verb == "down":
@@ -796,7 +982,8 @@ def main(argv: list[str] | None = None) -> int:
             return lab.status(opts.json)
         elif opts.verb == "image":
             preflight()
-            print("\n".join(ensure_images()))
+            for release in releases or [DEFAULT_RELEASE]:
+                print("\n".join(ensure_images(release)))
         elif opts.verb == "fault":
             if len(opts.args) < 2 or opts.args[0] not in ("stop", "start", "block", "unblock"):
                 raise LabError("usage: labctl.py fault stop|start|block|unblock SERVER [ke|ntp|all]")
