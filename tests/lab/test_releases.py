@@ -43,15 +43,8 @@ MANAGED = [
     "/etc/chrony/nts-certs",
 ]
 
-# What stops the role on Debian testing today (roles/chrony_nts/filter_plugins/chrony_nts_checks.py): forky's
-# os-release has no VERSION_ID, so the platform facts give no numeric major version and the platform check refuses
-# the host. strict: once the role accepts testing, these tests pass and the mark must go.
-ROLE_REFUSES_TESTING = pytest.mark.xfail(
-    strict=True,
-    reason="chrony_nts refuses Debian testing: no VERSION_ID in os-release, distribution_major_version is not a "
-    "number, and the platform check wants Debian >= 11",
-)
-FLOW_RELEASES = ["12", "13", pytest.param("testing", marks=ROLE_REFUSES_TESTING)]
+# The whole client flow runs on every release, testing included (no VERSION_ID: "forky/sid", accepted as newest).
+FLOW_RELEASES = ["12", "13", "testing"]
 
 
 def version_tuple(text: str) -> tuple[int, ...]:
@@ -243,19 +236,6 @@ def test_hosts_and_servers_run_their_own_release(rlab):
         status = rlab.sh(short, "grep CapBnd /proc/1/status").stdout
         bounding = int(status.split()[1], 16)
         assert not bounding & (1 << 25) and not bounding & (1 << 21), (short, status)  # CAP_SYS_TIME, CAP_SYS_ADMIN
-
-
-def test_role_refuses_debian_testing_before_touching_it(rlab, deployed):
-    """Today's role on Debian testing: refused by the platform check, nothing installed or written. When the role
-    learns testing, this test fails together with the strict xfails above: remove all of them then."""
-    client = client_of(rlab, "testing")
-    assert recap(deployed.stdout)[client]["failed"] == 1, deployed.stdout[-3000:]
-    text = re.sub(r"\s+", " ", deployed.stdout).replace("''", "'")  # the YAML callback wraps and doubles quotes
-    assert f"fatal: [{client}]: FAILED!" in text and "chrony_nts: supports the families" in text, text[-3000:]
-    # the version it read: empty (no VERSION_ID)
-    assert "this host is os_family 'Debian', distribution 'Debian' ''." in text, text[-3000:]
-    assert rlab.sh(client, "dpkg-query -W chrony", check=False).returncode != 0  # not installed
-    assert fingerprint(rlab, client).count("No such file") == len(MANAGED)
 
 
 @pytest.mark.parametrize("release", FLOW_RELEASES)
