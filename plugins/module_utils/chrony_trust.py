@@ -21,6 +21,8 @@ import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from ansible_collections.nts.chrony.plugins.module_utils.atomic_write import write_atomic
+
 SOURCE_DIRECTIVES = ("server", "pool", "peer")
 # Options of server/pool/peer that take one argument (chrony 4.0-4.9); every other word is a flag.
 _OPTIONS_WITH_VALUE = {
@@ -190,11 +192,8 @@ def save_proven(path: str, prints: Dict[str, str], when: float) -> None:
     """Record the fingerprints just proven (root-only file, written atomically)."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump({"proven_at": when, "sources": prints}, handle, sort_keys=True, indent=1)
-    os.replace(tmp, path)
+    data = json.dumps({"proven_at": when, "sources": prints}, sort_keys=True, indent=1).encode("utf-8")
+    write_atomic(path, data, 0o600)
 
 
 def dump_files(dumpdir: Optional[str], names: Sequence[str]) -> List[str]:

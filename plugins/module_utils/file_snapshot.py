@@ -22,9 +22,10 @@ import stat
 import tempfile
 import time
 
+from ansible_collections.nts.chrony.plugins.module_utils.atomic_write import SELINUX_XATTR, write_atomic
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-SELINUX_XATTR = "security.selinux"
 
 
 class SnapshotError(Exception):
@@ -217,21 +218,10 @@ def _write_back(entry, content):
         os.replace(tmp, path)
         _set_selinux(path, entry.get("selinux"))
         return
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".chrony-nts-restore", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chown(tmp, entry["uid"], entry["gid"])
-        os.chmod(tmp, entry["mode"])
-        os.utime(tmp, ns=(entry["atime_ns"], entry["mtime_ns"]))
-        _set_selinux(tmp, entry.get("selinux"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    label = base64.b64decode(entry["selinux"]) if entry.get("selinux") else None
+    times = (entry["atime_ns"], entry["mtime_ns"])
+    owner = (entry["uid"], entry["gid"])
+    write_atomic(path, content, entry["mode"], owner=owner, times_ns=times, label=label, suffix=".chrony-nts-restore")
 
 
 def restore_snapshot(snap_dir, check_mode=False, run_id=""):

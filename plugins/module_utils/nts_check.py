@@ -29,10 +29,10 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ansible_collections.nts.chrony.plugins.module_utils.atomic_write import write_atomic
 from ansible_collections.nts.chrony.plugins.module_utils.chronyc import (
     ChronyParseError,
     parse_serverstats,
@@ -60,7 +60,7 @@ Runner = Callable[[Sequence[str]], Tuple[int, str, str]]
 
 # How a host runs the check: these files of the collection, at their package path under one directory, started with
 # ``python3 -E -s -m MODULE`` from that directory (no pip, no sys.path edits: the package path is the import path).
-HOST_FILES = ("chronyc.py", "nts_health.py", "nts_metrics.py", "nts_check.py")
+HOST_FILES = ("atomic_write.py", "chronyc.py", "nts_health.py", "nts_metrics.py", "nts_check.py")
 PACKAGE_DIR = "ansible_collections/nts/chrony/plugins/module_utils"
 MODULE = "ansible_collections.nts.chrony.plugins.module_utils.nts_check"
 
@@ -213,24 +213,9 @@ def read_certificates(paths: Sequence[str]) -> Tuple[Optional[float], List[str]]
 # writing
 
 
-def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``text`` so a reader sees the old file or the new one, never a part: a temporary file in
-    the same directory (not ending in .prom, so the textfile collector skips it), fsync, chmod, rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def write_metrics(path: str, text: str, mode: int = 0o644) -> None:
+    """Replace the metrics file atomically (atomic_write: a dot-file beside it that the textfile collector skips)."""
+    write_atomic(path, text.encode("utf-8"), mode, suffix=".tmp")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -322,7 +307,7 @@ def run_check(
         metrics=text,
     )
     if output:
-        write_atomic(output, text)
+        write_metrics(output, text)
         result["written_at"] = wall()
     return result
 

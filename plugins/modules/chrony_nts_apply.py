@@ -409,6 +409,7 @@ import time  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.nts.chrony.plugins.module_utils import nts_check  # noqa: E402
+from ansible_collections.nts.chrony.plugins.module_utils.atomic_write import selinux_label, write_atomic  # noqa: E402
 from ansible_collections.nts.chrony.plugins.module_utils.chrony_host import explain_causes, journal_causes  # noqa: E402
 from ansible_collections.nts.chrony.plugins.module_utils.chrony_trust import (  # noqa: E402
     changed_sources,
@@ -438,7 +439,6 @@ from ansible_collections.nts.chrony.plugins.module_utils.nts_health import (  # 
     wait_for_nts,
 )
 
-SELINUX_XATTR = "security.selinux"
 ACTIVE_PROPS = "--property=ActiveState,SubState,Result,ConditionResult"
 
 
@@ -585,13 +585,6 @@ def validate(host, entry):
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _selinux_label(path):
-    try:
-        return os.getxattr(path, SELINUX_XATTR, follow_symlinks=False)
-    except (OSError, AttributeError):
-        return None
-
-
 def _make_parents(path, secret_gid=None):
     directory = os.path.dirname(path)
     missing = []
@@ -615,25 +608,8 @@ def write(entry, restorecon):
     """Put a present entry in place atomically (temp file in its directory, then rename), keeping the SELinux label."""
     path = entry["path"]
     created = _make_parents(path, entry["gid"] if entry.get("secret") else None)
-    label = _selinux_label(path) if entry["existed"] else None
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".chrony-nts", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(entry["bytes"])
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chown(tmp, entry["uid"], entry["gid"])
-        os.chmod(tmp, entry["mode_int"])
-        if label is not None:
-            try:
-                os.setxattr(tmp, SELINUX_XATTR, label, follow_symlinks=False)
-            except OSError:
-                pass
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    label = selinux_label(path) if entry["existed"] else None
+    write_atomic(path, entry["bytes"], entry["mode_int"], owner=(entry["uid"], entry["gid"]), label=label)
     if label is None and restorecon:
         restorecon([*created, path])
 

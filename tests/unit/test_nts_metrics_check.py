@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ansible_collections.nts.chrony.plugins.module_utils import nts_check
+from ansible_collections.nts.chrony.plugins.module_utils import atomic_write, nts_check
 from ansible_collections.nts.chrony.plugins.module_utils import nts_metrics as nm
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -126,7 +126,7 @@ def test_write_atomic_replaces_the_file_with_mode_0644_and_leaves_no_temp(tmp_pa
     old_inode = target.stat().st_ino
     umask = os.umask(0o077)
     try:
-        nts_check.write_atomic(str(target), "new\n")
+        nts_check.write_metrics(str(target), "new\n")
     finally:
         os.umask(umask)
     assert target.read_text() == "new\n"
@@ -144,9 +144,9 @@ def test_write_atomic_failure_keeps_the_old_file_and_removes_the_temp(tmp_path, 
         seen.append(Path(src).name)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(nts_check.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic_write.os, "replace", failing_replace)
     with pytest.raises(OSError):
-        nts_check.write_atomic(str(target), "new\n")
+        nts_check.write_metrics(str(target), "new\n")
     # the temporary file is hidden and does not end in .prom: node_exporter's textfile collector never reads it
     assert seen and seen[0].startswith(".chrony_nts.prom.") and seen[0].endswith(".tmp")
     assert target.read_text() == "old\n"
@@ -381,7 +381,7 @@ def test_main_write_failure_is_unknown_3(tmp_path, monkeypatch, capsys):
     def fail(path, text, mode=0o644):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(nts_check, "write_atomic", fail)
+    monkeypatch.setattr(nts_check, "write_metrics", fail)
     rc = nts_check.main(["--chronyc", str(fake_chronyc(tmp_path)), "--output", str(tmp_path / "x.prom")])
     assert rc == 3 and "cannot write" in capsys.readouterr().err
 
