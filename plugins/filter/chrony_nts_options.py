@@ -2,8 +2,10 @@
 """Role filter: compute chronyd's daemon options line while keeping the distribution's own flags.
 
 Debian passes ``DAEMON_OPTS`` from /etc/default/chrony (``-F 1``: seccomp filter), the RHEL family
-``OPTIONS`` from /etc/sysconfig/chronyd (``-F 2`` on EL9). The role only adds or removes ``-x``
-(do not control the system clock); every other flag the host already has is kept in its order.
+``OPTIONS`` from /etc/sysconfig/chronyd (``-F 2`` on EL9). The role manages three flags and nothing else:
+``-4``/``-6`` (one IP family, chrony_nts_ip_family), ``-r`` (reload the measurement history saved in
+``dumpdir``, chrony_nts_keep_measurements) and ``-x`` (do not control the system clock, chrony_nts_clock_control).
+Every other flag the host already has is kept in its order; the managed ones follow it in that order.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -46,19 +48,29 @@ def _with_line(content, var, line):
     return content + line + "\n"
 
 
-def chrony_nts_daemon_opts(content, var, clock_control, default):
-    """Compute the options for ``var``: the host's current flags (or ``default``), ``-x`` per ``clock_control``.
+_FAMILY_FLAGS = {"any": [], "ipv4": ["-4"], "ipv6": ["-6"]}
+_MANAGED = ("-4", "-6", "-r", "-x")
+
+
+def chrony_nts_daemon_opts(content, var, clock_control, default, ip_family="any", keep_measurements=False):
+    """Compute the options for ``var``: the host's current flags (or ``default``) without the managed ones, then
+    ``-4``/``-6`` per ``ip_family``, ``-r`` per ``keep_measurements`` and ``-x`` per ``clock_control``.
 
     Returns ``{"found": bool, "options": [tokens], "line": 'VAR="..."', "content": the whole new file}``: the file
     as it is, with only the last ``VAR=`` line replaced (or the line appended when the file has none).
     """
-    if not isinstance(clock_control, bool):
-        raise AnsibleFilterError("clock_control must be a boolean, got %r" % (clock_control,))
+    for name, value in (("clock_control", clock_control), ("keep_measurements", keep_measurements)):
+        if not isinstance(value, bool):
+            raise AnsibleFilterError("%s must be a boolean, got %r" % (name, value))
+    if ip_family not in _FAMILY_FLAGS:
+        raise AnsibleFilterError("ip_family must be one of any, ipv4, ipv6, got %r" % (ip_family,))
     tokens = parse_daemon_opts(content, var)
     found = tokens is not None
     if tokens is None:
         tokens = shlex.split(default or "")
-    tokens = [t for t in tokens if t != "-x"]
+    tokens = [t for t in tokens if t not in _MANAGED] + _FAMILY_FLAGS[ip_family]
+    if keep_measurements:
+        tokens.append("-r")
     if not clock_control:
         tokens.append("-x")
     for token in tokens:

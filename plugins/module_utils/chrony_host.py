@@ -67,6 +67,17 @@ def os_facts(os_release: str, debian_version: Optional[str] = None) -> Dict[str,
     }
 
 
+FIPS_ENABLED = "/proc/sys/crypto/fips_enabled"
+
+
+def fips_enabled(text: Optional[str]) -> Optional[bool]:
+    """Whether the kernel runs in FIPS mode, from the content of /proc/sys/crypto/fips_enabled (``1`` or ``0``);
+    None when the file does not exist (a kernel without the crypto API's FIPS switch) or says something else.
+    Ansible's ``fips`` fact reads the same file."""
+    value = (text or "").strip()
+    return {"1": True, "0": False}.get(value)
+
+
 def parse_systemctl_show(stdout: str) -> List[Dict[str, str]]:
     """One dict per unit from ``systemctl show --property=... UNIT...`` (blocks separated by blank lines)."""
     units = []

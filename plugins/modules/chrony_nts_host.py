@@ -11,9 +11,10 @@ DOCUMENTATION = r"""
 module: chrony_nts_host
 short_description: Read what the chrony_nts role needs to know about a host, in one call
 description:
-  - Reads, without changing anything, the platform (from C(/etc/os-release)), which of the listed packages are missing,
-    the version and NTS support of C(chronyd), the state of the listed systemd units (to find conflicting time daemons)
-    and the content of a few small configuration files (the daemon options file).
+  - Reads, without changing anything, the platform (from C(/etc/os-release)), whether the kernel runs in FIPS mode
+    (C(/proc/sys/crypto/fips_enabled)), which of the listed packages are missing, the version and NTS support of
+    C(chronyd), the state of the listed systemd units (to find conflicting time daemons) and the content of a few
+    small configuration files (the daemon options file).
   - One module call instead of a fact gathering, a package query, a C(chronyd --version), a C(systemctl show) and a
     file read, so a converge that changes nothing costs few round trips.
   - Used by the C(chrony_nts) role before any change; safe on any host, in check mode too.
@@ -93,6 +94,14 @@ ansible_facts:
   returned: when O(os_facts=true)
   type: dict
   sample: {os_family: Debian, distribution: Debian, distribution_version: "12.7", distribution_major_version: "12"}
+fips_enabled:
+  description:
+    - Whether the kernel runs in FIPS mode (C(/proc/sys/crypto/fips_enabled) is C(1)), as Ansible's C(fips) fact
+      says; null when the file does not exist. The C(chrony_nts) role stops on RHEL-family hosts in FIPS mode,
+      where chronyd with NTS aborts, unless told otherwise.
+  returned: always
+  type: bool
+  sample: false
 packages_missing:
   description: The packages of O(packages) that are not installed.
   returned: always
@@ -149,6 +158,8 @@ import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible_collections.nts.chrony.plugins.module_utils.chrony_host import (  # noqa: E402
+    FIPS_ENABLED,
+    fips_enabled,
     missing_dpkg_packages,
     missing_rpm_packages,
     os_facts,
@@ -217,6 +228,7 @@ def main():
         if os_release is None:
             module.fail_json(msg="os_facts: neither /etc/os-release nor /usr/lib/os-release exists on this host")
         result["ansible_facts"] = os_facts(os_release, _read("/etc/debian_version"))
+    result["fips_enabled"] = fips_enabled(_read(FIPS_ENABLED))
     result["packages_missing"] = packages_missing(module, p["packages"])
     result["chronyd"] = chronyd_state(module, p["chronyd"])
     if p["units"]:

@@ -1,10 +1,16 @@
-"""Render the chrony_nts role's files for a Debian and a RHEL host and check them with the real chronyd.
+"""Render the chrony_nts role's files for Debian, Ubuntu and RHEL hosts and check them with the real chronyd.
 
 Runs ansible-playbook on localhost (connection: local) with the role's own tasks files for the steps that only read or
 compute (set_vars.yml, whose chrony_nts_host call only reads this machine; preflight.yml; render.yml), then writes what
 render.yml produced, exactly what chrony_nts_apply would receive, into a temp dir. Nothing is written outside the temp
 dir, no service is touched, and ``chronyd -p`` only parses (it never starts a daemon or steers the clock).
-The platform is simulated by setting the facts the role reads (os_family, distribution, ...).
+The platform is simulated by setting the facts the role reads (os_family, distribution, ...); what chrony_nts_host
+reads about the host (FIPS mode, chronyd's version) can be overridden the same way (``fake_host``).
+
+This machine's chronyd is 4.3 (Debian 12): it validates every directive and daemon flag the role writes for any
+platform, except options newer than 4.3 (a site server's per-source ``ipv4``/``ipv6``, chrony 4.6), which are checked
+by the role's input check against the host's own chronyd version and, on the host, by its own ``chronyd -p``. No
+Ubuntu, Debian 13 or RHEL host runs here: those renders are checked against the layout the vars files describe.
 """
 
 from __future__ import annotations
@@ -43,6 +49,54 @@ PLATFORMS = {
             'DAEMON_OPTS="-F 1"\n'
         ),
     },
+    "debian13": {
+        "facts": {
+            "os_family": "Debian",
+            "distribution": "Debian",
+            "distribution_major_version": "13",
+            "distribution_version": "13.1",
+        },
+        # trixie's chrony 4.6.1 ships the same /etc/default/chrony (checked in the lab)
+        "options_file": '# Options to pass to chrony.\nDAEMON_OPTS="-F 1"\n',
+    },
+    "forky": {
+        # Debian testing, as Ansible's setup and chrony_nts_host report it (no VERSION_ID)
+        "facts": {
+            "os_family": "Debian",
+            "distribution": "Debian",
+            "distribution_major_version": "forky/sid",
+            "distribution_version": "forky/sid",
+        },
+        "options_file": '# Options to pass to chrony.\nDAEMON_OPTS="-F 1"\n',
+    },
+    "ubuntu2204": {
+        "facts": {
+            "os_family": "Debian",
+            "distribution": "Ubuntu",
+            "distribution_major_version": "22",
+            "distribution_version": "22.04",
+        },
+        "options_file": '# Options to pass to chrony.\nDAEMON_OPTS="-F 1"\n',
+    },
+    "ubuntu2404": {
+        "facts": {
+            "os_family": "Debian",
+            "distribution": "Ubuntu",
+            "distribution_major_version": "24",
+            "distribution_version": "24.04",
+        },
+        "options_file": '# Options to pass to chrony.\nDAEMON_OPTS="-F 1"\n',
+    },
+    "ubuntu2604": {
+        # chrony 4.8, NTS by default (vars/Ubuntu.yml: no file of its own)
+        "facts": {
+            "os_family": "Debian",
+            "distribution": "Ubuntu",
+            "distribution_major_version": "26",
+            "distribution_version": "26.04",
+        },
+        "options_file": '# Options to pass to chrony.\nDAEMON_OPTS="-F 1"\n',
+    },
     "rhel9": {
         "facts": {
             "os_family": "RedHat",
@@ -75,6 +129,11 @@ PLAYBOOK = """
         tasks_from: set_vars.yml
         public: true
 
+    - name: Pretend chrony_nts_host read something else (FIPS mode, chronyd's version), when the test says so
+      ansible.builtin.set_fact:
+        __chrony_nts_host: "{{ __chrony_nts_host | combine(fake_host, recursive=true) }}"
+      when: fake_host is defined
+
     - name: Role input checks and source selection
       ansible.builtin.include_role:
         name: chrony_nts
@@ -85,6 +144,7 @@ PLAYBOOK = """
         real: {config_path: "{{ __chrony_nts_config_path }}", options_file: "{{ __chrony_nts_options_file }}",
                dropin_path: "{{ __chrony_nts_dropin_path }}"}
         __chrony_nts_cert_dir: "{{ out }}/certs"
+        host_read: {fips_enabled: "{{ __chrony_nts_host.fips_enabled }}", chronyd: "{{ __chrony_nts_host.chronyd }}"}
         __chrony_nts_host: "{{ {'files': {__chrony_nts_options_file: options_content}} }}"
 
     - name: Role rendering step (exactly what chrony_nts_apply would receive)
@@ -111,7 +171,8 @@ PLAYBOOK = """
                       'options_file': real.options_file, 'dropin_path': real.dropin_path,
                       'files': __chrony_nts_rendered | map('dict2items') | map('rejectattr', 'key', 'eq', 'content')
                                | map('items2dict') | list,
-                      'certs': __chrony_nts_trusted_certs} | to_json }}"
+                      'certs': __chrony_nts_trusted_certs, 'host_read': host_read,
+                      'reserved_certsets': __chrony_nts_reserved_certsets} | to_json }}"
 """
 
 
@@ -120,9 +181,9 @@ def _env(tmp: Path) -> dict:
     env.update(
         {
             "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-            "ANSIBLE_FILTER_PLUGINS": str(REPO / "plugins" / "filter"),
-            "ANSIBLE_LIBRARY": str(REPO / "plugins" / "modules"),
-            "ANSIBLE_MODULE_UTILS": str(REPO / "plugins" / "module_utils"),
+            # The role calls its modules and filters by FQCN (nts.chrony.*): the checkout is the collection there.
+            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"),
+            "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false",
             "ANSIBLE_LOCAL_TEMP": str(tmp / ".ansible-tmp"),
             "ANSIBLE_REMOTE_TEMP": str(tmp / ".ansible-tmp"),
             "ANSIBLE_NOCOLOR": "1",
@@ -203,8 +264,10 @@ def _site_servers(tmp: Path) -> list:
     ]
 
 
-def _chronyd_parse(path: Path) -> str:
-    proc = subprocess.run([CHRONYD, "-p", "-f", str(path)], capture_output=True, text=True, timeout=30)
+def _chronyd_parse(path: Path, flags: tuple = ()) -> str:
+    """``chronyd [FLAGS] -x -p -f PATH``: chronyd parses its command line (the daemon options the role wrote) and the
+    file, prints the configuration and exits; it never starts (and -x is there anyway)."""
+    proc = subprocess.run([CHRONYD, *flags, "-x", "-p", "-f", str(path)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -335,6 +398,187 @@ def test_keep_distro_sources_extra_config_and_serving(tmp_path):
     _chronyd_parse(out / "files" / "chrony.conf")
 
 
+@pytest.mark.parametrize("platform", ["debian13", "forky", "ubuntu2204", "ubuntu2404", "ubuntu2604"])
+def test_current_releases_render_and_chronyd_accepts(tmp_path, platform):
+    proc, out = _render(tmp_path, platform, {"chrony_nts_policy": {"count": 4, "min_operators": 3}})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    conf = (out / "files" / "chrony.conf").read_text()
+    lines = _directives(conf)
+    # The Debian layout on every one of them; Debian 13 and testing have no vars file of their own.
+    assert result["config_path"] == "/etc/chrony/chrony.conf" and result["service"] == "chrony"
+    assert result["opts"]["line"] == 'DAEMON_OPTS="-F 1"'
+    assert "confdir /etc/chrony/conf.d" in lines and "ntsdumpdir /var/lib/chrony" in lines
+    assert len([line for line in lines if line.startswith("server ")]) == 4
+    assert not any(line.startswith(("pool ", "dumpdir ")) for line in lines)
+    # What chrony_nts_host read on this machine reached the role: its chronyd, and FIPS mode (the file exists here).
+    assert result["host_read"]["chronyd"]["version"] == "4.3"
+    assert result["host_read"]["fips_enabled"] in (True, False, None)
+    if platform == "ubuntu2604":
+        # NTS by default: Ubuntu's pools in sources.d are kept (their certificate set comes through confdir)
+        assert "sourcedir /etc/chrony/sources.d" in lines
+        assert "# The distribution's own NTS sources, kept (chrony_nts_distro_nts_sources: keep):\n# Ubuntu's" in conf
+        assert "/etc/chrony/conf.d/ubuntu-nts.conf (confdir below)" in conf
+        assert not any(line.startswith("ntstrustedcerts") for line in lines)
+        assert result["reserved_certsets"] == [1]
+    else:
+        # no NTS source of the distribution: nothing of its sources stays
+        assert not any(line.startswith("sourcedir") for line in lines)
+        assert "chrony_nts_distro_nts_sources" not in conf
+        assert result["reserved_certsets"] == []
+    _chronyd_parse(out / "files" / "chrony.conf", tuple(result["opts"]["options"]))
+
+
+def test_ubuntu_2604_replace_and_keep_without_confdir(tmp_path):
+    proc, out = _render(tmp_path, "ubuntu2604", {"chrony_nts_distro_nts_sources": "replace"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    conf = (out / "files" / "chrony.conf").read_text()
+    lines = _directives(conf)
+    assert not any(line.startswith(("sourcedir", "ntstrustedcerts", "pool ")) for line in lines)
+    assert "are replaced by the sources above" in conf
+    assert "/etc/chrony/conf.d/ubuntu-nts.conf still fills certificate set 1" in conf
+    _chronyd_parse(out / "files" / "chrony.conf")
+
+    # keep without confdir: the role writes the bootstrap server's set itself (chrony_nts_apply then checks the file)
+    proc, out = _render(
+        tmp_path / "run2", "ubuntu2604", {"chrony_nts_keep_confdir": False, "chrony_nts_keep_distro_sources": True}
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = _directives((out / "files" / "chrony.conf").read_text())
+    assert "ntstrustedcerts 1 /etc/chrony/nts-bootstrap-ubuntu.crt" in lines
+    assert "sourcedir /etc/chrony/sources.d" in lines
+    assert not any(line.startswith("confdir") for line in lines)
+    # the distribution's unauthenticated sources on 26.04: DHCP only (its pools are the NTS ones above)
+    assert "sourcedir /run/chrony-dhcp" in lines and lines.count("sourcedir /etc/chrony/sources.d") == 1
+    _chronyd_parse(out / "files" / "chrony.conf")
+
+    # Ubuntu's kept pools carry prefer: a proof that requires the role's sources to be selected could never pass
+    proc, out = _render(tmp_path / "run4", "ubuntu2604", {"chrony_nts_verify_require_selected": True})
+    assert proc.returncode != 0
+    assert "chrony_nts_verify_require_selected is true but the distribution's NTS sources are kept" in proc.stdout
+    variables = {"chrony_nts_verify_require_selected": True, "chrony_nts_distro_nts_sources": "replace"}
+    proc, out = _render(tmp_path / "run5", "ubuntu2604", variables)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    # replace without confdir: Ubuntu's set is not loaded at all, so nothing is reserved
+    proc, out = _render(
+        tmp_path / "run3", "ubuntu2604", {"chrony_nts_keep_confdir": False, "chrony_nts_distro_nts_sources": "replace"}
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((out / "result.json").read_text())["reserved_certsets"] == []
+
+
+def test_ubuntu_2604_site_ca_gets_a_certificate_set_of_its_own(tmp_path):
+    site = _site_servers(tmp_path)
+    variables = {**SITE_VARS, "chrony_nts_site_servers": site, "chrony_nts_policy": {"count": 3, "min_sources": 3}}
+    proc, out = _render(tmp_path, "ubuntu2604", variables)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = _directives((out / "files" / "chrony.conf").read_text())
+    # nts_select assigned sets 1 and 2; set 1 is Ubuntu's bootstrap CA (conf.d/ubuntu-nts.conf), so they move
+    assert [line for line in lines if line.startswith("server ")] == [
+        "server nts1.lab.test iburst nts certset 2 minpoll 0 maxpoll 4",
+        "server nts2.lab.test port 1123 iburst nts ntsport 14460 certset 2",
+        "server 10.0.0.9 iburst nts certset 3",
+    ]
+    trusted = sorted(line for line in lines if line.startswith("ntstrustedcerts "))
+    assert trusted == [f"ntstrustedcerts 2 {out}/certs/certset-2.pem", "ntstrustedcerts 3 /etc/ssl/local/other-ca.pem"]
+    _chronyd_parse(out / "files" / "chrony.conf")
+
+    # a set named by the user that Ubuntu fills, with a CA of its own: refused before any change
+    site[0]["certset"] = 1
+    proc, out = _render(tmp_path / "run2", "ubuntu2604", {**variables, "chrony_nts_site_servers": site})
+    assert proc.returncode != 0
+    assert (
+        "chrony_nts_site_servers[0] (nts1.lab.test): certset 1 is filled by the distribution (Ubuntu's" in proc.stdout
+    )
+    assert not (out / "files" / "chrony.conf").exists()
+
+
+@pytest.mark.parametrize("platform", ["debian12", "rhel9", "ubuntu2604"])
+def test_ip_family_and_kept_measurements_of_a_server(tmp_path, platform):
+    # The NTS server tier's shape: chrony_nts_server sets chrony_nts_keep_measurements and appends its server lines.
+    server_lines = [
+        "ntsserverkey /etc/chrony/nts-server/server.key",
+        "ntsservercert /etc/chrony/nts-server/server.crt",
+        "ntsport 4460",
+        "ntsprocesses 1",
+    ]
+    variables = {
+        "chrony_nts_ip_family": "ipv6",
+        "chrony_nts_keep_measurements": True,
+        "chrony_nts_allow": ["2001:db8::/32"],
+        "chrony_nts_extra_config": server_lines,
+    }
+    proc, out = _render(tmp_path, platform, variables)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    lines = _directives((out / "files" / "chrony.conf").read_text())
+    assert "dumpdir /run/chrony" in lines and "ntsdumpdir /var/lib/chrony" in lines
+    assert lines[-4:] == server_lines and "allow 2001:db8::/32" in lines
+    expected = {"rhel9": 'OPTIONS="-F 2 -6 -r"'}.get(platform, 'DAEMON_OPTS="-F 1 -6 -r"')
+    assert result["opts"]["line"] == expected
+    # the per-source option is not written by the role (the daemon flag covers every source, any chronyd version)
+    assert not any(" ipv6" in line for line in lines if line.startswith("server "))
+    # chronyd accepts the flags and the file together
+    _chronyd_parse(out / "files" / "chrony.conf", tuple(result["opts"]["options"]))
+
+    # and a second run on what the first wrote changes nothing; switching both off removes the flags and the line
+    options = (out / "files" / Path(result["options_file"]).name).read_text()
+    proc, out = _render(tmp_path / "run2", platform, {"options_content": options})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["opts"]["line"] == expected.replace(" -6 -r", "")
+    assert not any(line.startswith("dumpdir") for line in _directives((out / "files" / "chrony.conf").read_text()))
+
+
+def test_per_source_ip_family_needs_chronyd_4_6(tmp_path):
+    site = [{"host": "nts1.lab.test", "ca": _pem(tmp_path, "lab-ca"), "options": ["ipv6"]}]
+    variables = {**SITE_VARS, "chrony_nts_site_servers": site, "chrony_nts_policy": {"count": 1, "min_sources": 1}}
+    # this machine's chronyd (4.3) is too old: the input check names the version before anything changes
+    proc, out = _render(tmp_path, "debian12", variables)
+    assert proc.returncode != 0
+    assert (
+        "chrony_nts_site_servers: nts1.lab.test has the server option 'ipv6', which needs chronyd >= 4.6; this "
+        "host's chronyd is 4.3." in proc.stdout
+    )
+    assert not (out / "files" / "chrony.conf").exists()
+
+    # a Debian 13 host's chronyd (4.6.1): the option is written as given
+    proc, out = _render(tmp_path / "run2", "debian13", {**variables, "fake_host": {"chronyd": {"version": "4.6.1"}}})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    conf = (out / "files" / "chrony.conf").read_text()
+    assert "server nts1.lab.test iburst nts certset 1 ipv6" in _directives(conf)
+    # This chronyd (4.3) cannot parse the 4.6 option: everything else of the file is validated, the option alone not.
+    (out / "files" / "chrony-4.3.conf").write_text(conf.replace(" certset 1 ipv6", " certset 1"))
+    _chronyd_parse(out / "files" / "chrony-4.3.conf")
+
+    # the option against the daemon's family: refused whatever the version
+    proc, out = _render(
+        tmp_path / "run3",
+        "debian13",
+        {**variables, "chrony_nts_ip_family": "ipv4", "fake_host": {"chronyd": {"version": "4.8"}}},
+    )
+    assert proc.returncode != 0
+    assert "has the server option 'ipv6' but chrony_nts_ip_family is 'ipv4'" in proc.stdout
+
+
+def test_rhel_in_fips_mode_stops_before_any_change_unless_allowed(tmp_path):
+    proc, out = _render(tmp_path, "rhel9", {"fake_host": {"fips_enabled": True}})
+    assert proc.returncode != 0
+    assert "this host runs in FIPS mode (/proc/sys/crypto/fips_enabled is 1) and is of the RedHat family" in proc.stdout
+    assert "chrony_nts_fips_allow: true" in proc.stdout
+    assert not (out / "files" / "chrony.conf").exists()
+
+    proc, out = _render(
+        tmp_path / "run2", "rhel9", {"fake_host": {"fips_enabled": True}, "chrony_nts_fips_allow": True}
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _chronyd_parse(out / "files" / "chrony.conf")
+    # a Debian-family host in FIPS mode is not stopped (the check is about RHEL's chronyd)
+    proc, out = _render(tmp_path / "run3", "ubuntu2404", {"fake_host": {"fips_enabled": True}})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_ubuntu_override_and_missing_options_file(tmp_path):
     out = tmp_path / "out"
     (out / "files").mkdir(parents=True)
@@ -420,6 +664,10 @@ def _unreachable_inventory(tmp: Path) -> Path:
         ({"chrony_nts_clock_control": "maybe"}, r"chrony_nts_clock_control"),
         ({"chrony_nts_site_servers": "nts1.lab.test"}, r"chrony_nts_site_servers"),
         ({"chrony_nts_verify_timeout": "soon"}, r"chrony_nts_verify_timeout"),
+        ({"chrony_nts_distro_nts_sources": "drop"}, r"chrony_nts_distro_nts_sources.*drop"),
+        ({"chrony_nts_ip_family": "inet6"}, r"chrony_nts_ip_family.*inet6"),
+        ({"chrony_nts_fips_allow": "perhaps"}, r"chrony_nts_fips_allow"),
+        ({"chrony_nts_keep_measurements": "often"}, r"chrony_nts_keep_measurements"),
     ],
 )
 def test_argument_specs_reject_bad_input_before_any_task(tmp_path, variables, expected):

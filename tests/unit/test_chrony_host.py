@@ -17,6 +17,11 @@ OS_RELEASE = {
     "debian12": 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\n'
     'VERSION="12 (bookworm)"\nVERSION_CODENAME=bookworm\nID=debian\n',
     "ubuntu2404": 'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nID_LIKE=debian\n',
+    "ubuntu2204": 'PRETTY_NAME="Ubuntu 22.04.5 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\nID=ubuntu\nID_LIKE=debian\n',
+    "ubuntu2604": 'PRETTY_NAME="Ubuntu 26.04 LTS"\nNAME="Ubuntu"\nVERSION_ID="26.04"\nVERSION_CODENAME=resolute\n'
+    "ID=ubuntu\nID_LIKE=debian\n",
+    "debian13": 'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nNAME="Debian GNU/Linux"\nVERSION_ID="13"\n'
+    'VERSION="13 (trixie)"\nVERSION_CODENAME=trixie\nID=debian\n',
     "rhel9": 'NAME="Red Hat Enterprise Linux"\nVERSION="9.4 (Plow)"\nID="rhel"\nID_LIKE="fedora"\nVERSION_ID="9.4"\n',
     "rocky9": 'NAME="Rocky Linux"\nVERSION="9.4 (Blue Onyx)"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
     'VERSION_ID="9.4"\n',
@@ -35,7 +40,10 @@ OS_RELEASE = {
     [
         ("debian12", "12.7\n", ("Debian", "12.7", "12", "Debian")),
         ("debian12", "trixie/sid\n", ("Debian", "12", "12", "Debian")),  # testing: no point release
+        ("ubuntu2204", None, ("Ubuntu", "22.04", "22", "Debian")),
         ("ubuntu2404", None, ("Ubuntu", "24.04", "24", "Debian")),
+        ("ubuntu2604", None, ("Ubuntu", "26.04", "26", "Debian")),  # vars/Ubuntu.yml (no Ubuntu_26.yml)
+        ("debian13", "13.1\n", ("Debian", "13.1", "13", "Debian")),
         ("rhel9", None, ("RedHat", "9.4", "9", "RedHat")),
         ("rocky9", None, ("Rocky", "9.4", "9", "RedHat")),
         ("alma9", None, ("AlmaLinux", "9.4", "9", "RedHat")),
@@ -49,6 +57,19 @@ def test_os_facts_match_what_setup_reports(name, debian_version, expected):
     facts = ch.os_facts(OS_RELEASE[name], debian_version)
     keys = ("distribution", "distribution_version", "distribution_major_version", "os_family")
     assert tuple(facts[k] for k in keys) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1\n", True), ("0\n", False), ("1", True), (None, None), ("", None), ("2\n", None)]
+)
+def test_fips_enabled_reads_the_kernel_switch(text, expected):
+    assert ch.fips_enabled(text) is expected
+    assert ch.FIPS_ENABLED == "/proc/sys/crypto/fips_enabled"
+
+
+def test_fips_enabled_of_this_machine():
+    path = Path(ch.FIPS_ENABLED)
+    assert ch.fips_enabled(path.read_text() if path.exists() else None) in ((True, False) if path.exists() else (None,))
 
 
 def test_os_facts_of_this_machine_agree_with_its_files():

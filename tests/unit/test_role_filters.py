@@ -21,7 +21,7 @@ RHEL = '# Command-line options for chronyd\nOPTIONS="-F 2"\n'
         ('OPTIONS="-x -F 2 -x"\n', "OPTIONS", False, 'OPTIONS="-F 2 -x"'),
         ('OPTIONS=""\n', "OPTIONS", True, 'OPTIONS=""'),  # RHEL 8 ships no flag: none is invented
         ("DAEMON_OPTS=-F\\ 1\n", "DAEMON_OPTS", True, 'DAEMON_OPTS="-F 1"'),
-        ('#DAEMON_OPTS="-x"\nDAEMON_OPTS="-F 1 -r"  # local\n', "DAEMON_OPTS", False, 'DAEMON_OPTS="-F 1 -r -x"'),
+        ('#DAEMON_OPTS="-x"\nDAEMON_OPTS="-F 1 -d"  # local\n', "DAEMON_OPTS", False, 'DAEMON_OPTS="-F 1 -d -x"'),
         ('export DAEMON_OPTS="-F 1"\nDAEMON_OPTS="-F 0"\n', "DAEMON_OPTS", True, 'DAEMON_OPTS="-F 0"'),  # last wins
     ],
 )
@@ -29,6 +29,30 @@ def test_daemon_options_keep_flags_and_toggle_x(content, var, clock, line):
     result = chrony_nts_daemon_opts(content, var, clock, "-F 9")
     assert result["line"] == line
     assert result["found"] is True
+
+
+@pytest.mark.parametrize(
+    ("content", "family", "keep", "clock", "line"),
+    [
+        (DEBIAN, "ipv4", False, True, 'DAEMON_OPTS="-F 1 -4"'),
+        (DEBIAN, "ipv6", True, False, 'DAEMON_OPTS="-F 1 -6 -r -x"'),
+        ('DAEMON_OPTS="-4 -F 1"\n', "ipv6", False, True, 'DAEMON_OPTS="-F 1 -6"'),  # the family switches
+        ('DAEMON_OPTS="-6 -F 1 -r -x"\n', "any", False, True, 'DAEMON_OPTS="-F 1"'),  # the role's flags all go
+        ('DAEMON_OPTS="-r -F 1 -4"\n', "ipv4", True, True, 'DAEMON_OPTS="-F 1 -4 -r"'),  # same flags, fixed order
+        ('OPTIONS="-F 2 -d"\n', "any", True, True, 'OPTIONS="-F 2 -d -r"'),  # other local flags stay
+    ],
+)
+def test_daemon_options_ip_family_and_kept_measurements(content, family, keep, clock, line):
+    var = line.split("=")[0]
+    assert chrony_nts_daemon_opts(content, var, clock, "", family, keep)["line"] == line
+
+
+def test_daemon_options_defaults_leave_the_family_and_measurement_flags_off():
+    # the two new parameters default to "any" and false: a caller of the old signature gets the old result
+    assert chrony_nts_daemon_opts(DEBIAN, "DAEMON_OPTS", False, "")["line"] == 'DAEMON_OPTS="-F 1 -x"'
+    # a second run on the file the first one wrote changes nothing
+    once = chrony_nts_daemon_opts(RHEL, "OPTIONS", False, "", "ipv4", True)["content"]
+    assert chrony_nts_daemon_opts(once, "OPTIONS", False, "", "ipv4", True)["content"] == once
 
 
 def test_missing_file_or_variable_uses_family_default():
@@ -59,6 +83,10 @@ def test_options_the_role_cannot_rewrite_are_refused():
         chrony_nts_daemon_opts('OPTIONS="-F 2\n', "OPTIONS", True, "")
     with pytest.raises(AnsibleFilterError, match="clock_control must be a boolean"):
         chrony_nts_daemon_opts(DEBIAN, "DAEMON_OPTS", "false", "")
+    with pytest.raises(AnsibleFilterError, match="keep_measurements must be a boolean"):
+        chrony_nts_daemon_opts(DEBIAN, "DAEMON_OPTS", True, "", "any", "yes")
+    with pytest.raises(AnsibleFilterError, match="ip_family must be one of any, ipv4, ipv6, got 'inet6'"):
+        chrony_nts_daemon_opts(DEBIAN, "DAEMON_OPTS", True, "", "inet6")
 
 
 CA1 = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"

@@ -27,6 +27,8 @@ FAMILY_KEYS = {
     "__chrony_nts_cert_dir",
     "__chrony_nts_confdir",
     "__chrony_nts_distro_sources",
+    "__chrony_nts_distro_nts",
+    "__chrony_nts_dumpdir",
     "__chrony_nts_conflicting_services",
 }
 EXPECTED = {
@@ -42,6 +44,8 @@ EXPECTED = {
         "__chrony_nts_ntsdumpdir": "/var/lib/chrony",
         "__chrony_nts_keyfile": "/etc/chrony/chrony.keys",
         "__chrony_nts_confdir": "/etc/chrony/conf.d",
+        "__chrony_nts_dumpdir": "/run/chrony",
+        "__chrony_nts_distro_nts": {},
     },
     "RedHat": {
         "__chrony_nts_packages": ["chrony"],
@@ -55,10 +59,14 @@ EXPECTED = {
         "__chrony_nts_ntsdumpdir": "/var/lib/chrony",
         "__chrony_nts_keyfile": "/etc/chrony.keys",
         "__chrony_nts_confdir": "",
+        "__chrony_nts_dumpdir": "/run/chrony",
+        "__chrony_nts_distro_nts": {},
     },
 }
-# Distribution files only override, and only these keys.
+# Distribution (and distribution_major) files only override the family's sources: the unauthenticated ones, and
+# the NTS sources a distribution ships (Ubuntu >= 25.10 in Ubuntu.yml; its older releases in Ubuntu_22/24.yml).
 OVERRIDES = {"Ubuntu": "Debian", "Fedora": "RedHat", "CentOS": "RedHat", "Rocky": "RedHat", "AlmaLinux": "RedHat"}
+RELEASES = {"Ubuntu_22": "Ubuntu", "Ubuntu_24": "Ubuntu"}
 
 
 def _load(name: str) -> dict:
@@ -94,12 +102,37 @@ def test_supported_families_have_a_vars_file():
     assert set(main["__chrony_nts_min_distro_major"]) >= set(OVERRIDES) | {"Debian", "RedHat"}
 
 
-@pytest.mark.parametrize("distribution", sorted(OVERRIDES))
+@pytest.mark.parametrize("distribution", sorted(OVERRIDES) + sorted(RELEASES))
 def test_distribution_files_only_override_family_keys(distribution):
     data = _load(distribution)
     assert set(data) <= FAMILY_KEYS
-    assert set(data) == {"__chrony_nts_distro_sources"}
+    assert set(data) <= {"__chrony_nts_distro_sources", "__chrony_nts_distro_nts"}
     assert all(re.match(r"^(pool|server|sourcedir) \S+", line) for line in data["__chrony_nts_distro_sources"])
+    # the unauthenticated sources: no NTS option among them
+    assert not any(" nts" in f" {line} " for line in data["__chrony_nts_distro_sources"])
+
+
+def test_every_vars_file_is_a_family_distribution_or_release_file():
+    names = {p.stem for p in VARS.glob("*.yml")}
+    assert names == {"main"} | set(EXPECTED) | set(OVERRIDES) | set(RELEASES)
+    # Debian 13 and testing need nothing of their own (Debian 13 checked in the lab); see test_role_render.py.
+    assert not any(n.startswith("Debian_") for n in names)
+
+
+def test_ubuntu_releases_with_and_without_nts_sources():
+    newest, jammy, noble = _load("Ubuntu"), _load("Ubuntu_22"), _load("Ubuntu_24")
+    assert jammy == noble
+    assert jammy["__chrony_nts_distro_nts"] == {}
+    assert "pool ntp.ubuntu.com iburst maxsources 4" in jammy["__chrony_nts_distro_sources"]
+    # >= 25.10: the pools are NTS sources in sources.d; only DHCP stays an unauthenticated distribution source
+    assert newest["__chrony_nts_distro_sources"] == ["sourcedir /run/chrony-dhcp"]
+    nts = newest["__chrony_nts_distro_nts"]
+    assert set(nts) == {"name", "lines", "trust_file", "trust_lines", "certsets", "prefer"}
+    assert nts["prefer"] is True  # the pools carry chrony's prefer option (the input check relies on it)
+    assert nts["lines"] == ["sourcedir /etc/chrony/sources.d"]
+    assert nts["trust_file"].startswith(_load("Debian")["__chrony_nts_confdir"] + "/")
+    assert nts["trust_lines"] == ["ntstrustedcerts 1 /etc/chrony/nts-bootstrap-ubuntu.crt"]
+    assert nts["certsets"] == [1] and all(f"ntstrustedcerts {n} " in " ".join(nts["trust_lines"]) for n in [1])
 
 
 def test_every_private_variable_used_is_defined_somewhere():
@@ -126,3 +159,15 @@ def test_what_is_read_before_the_platform_is_known_covers_every_family(family):
     assert data["__chrony_nts_options_file"] in main["__chrony_nts_host_read"]
     units = {f"{name}.service" for name in data["__chrony_nts_conflicting_services"]}
     assert units <= set(main["__chrony_nts_host_units"])
+
+
+def test_the_nts_server_role_keeps_its_measurements_through_chrony_nts():
+    # chrony recommends dumpdir + chronyd -r (with ntsdumpdir) for near-seamless NTS server restarts: the server role
+    # turns on chrony_nts_keep_measurements, which writes both (dumpdir in chrony.conf, -r in the daemon options).
+    server = VARS.parents[1] / "chrony_nts_server"
+    tasks = yaml.safe_load((server / "tasks" / "main.yml").read_text())
+    deploy = [t for t in tasks if t.get("ansible.builtin.include_role", {}).get("name") == "nts.chrony.chrony_nts"]
+    assert len(deploy) == 1 and deploy[0]["vars"]["chrony_nts_keep_measurements"] is True
+    lines = (server / "vars" / "main.yml").read_text()
+    assert "'dumpdir " not in lines  # one dumpdir line, chrony_nts's (the family's run directory)
+    assert {_load(f)["__chrony_nts_dumpdir"] for f in EXPECTED} == {"/run/chrony"}
