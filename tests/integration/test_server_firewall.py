@@ -26,7 +26,7 @@ PLAY = """
     chrony_nts_server_ntsport: 4460
   tasks:
     - ansible.builtin.include_role:
-        name: chrony_nts_server
+        name: nts.chrony.chrony_nts_server
         tasks_from: firewall.yml
 """
 
