@@ -17,8 +17,8 @@ NEEDS_REGISTRY = {"rhel"}
 pytestmark = pytest.mark.lab
 
 
-def molecule(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
+def molecule(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **extra_env)
     env["PATH"] = f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}"
     env["CONTAINERS_CONF"] = str(REPO / "lab" / "containers.conf")
     env["NO_COLOR"] = "1"
@@ -36,6 +36,19 @@ def test_scenario_passes(scenario):
     out = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout + res.stderr)
     assert res.returncode == 0, out[-8000:]
     assert re.search(rf"{scenario}\s*:.*failed=0", out) or "successful" in out.lower(), out[-3000:]
+
+
+def test_default_scenario_on_debian_13():
+    """The default scenario on a Debian 13 host (chrony 4.6.1), against the lab's servers."""
+    env = dict(os.environ, CONTAINERS_CONF=str(REPO / "lab" / "containers.conf"))
+    build = [str(REPO / ".venv" / "bin" / "python"), str(REPO / "lab" / "labctl.py"), "image", "--release", "13"]
+    image = subprocess.run(build, cwd=REPO, env=env, text=True, capture_output=True, check=False)
+    assert image.returncode == 0, image.stdout + image.stderr
+    debian13 = "localhost/chrony-nts-lab-host-13:latest"
+    res = molecule("test", "-s", "default", CHRONY_NTS_MOLECULE_IMAGE=debian13)
+    out = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout + res.stderr)
+    assert res.returncode == 0, out[-8000:]
+    assert "chrony-nts-lab-host-13" in out or "failed=0" in out, out[-3000:]
 
 
 @pytest.mark.parametrize("scenario", sorted(NEEDS_REGISTRY & set(SCENARIOS)))
