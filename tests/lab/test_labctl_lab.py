@@ -84,7 +84,9 @@ def test_a_host_still_booting_is_diagnosed(small_lab):
         assert "Connection refused" in lines[1], lines[1]
         assert lines[2].startswith("    cause: systemd is still booting"), lines[2]
         assert lines[3].startswith("    pending systemd jobs: slowboot.service start running; "), lines[3]
-        assert "Starting slowboot.service - A slow boot step (test)..." in res.stderr
+        # a journal tail follows (its last lines: with node_exporter in the image, later units may push the
+        # slow step's own "Starting" line out of it)
+        assert "    journal:" in res.stderr, res.stderr
     finally:
         # cancel the slow step: the boot goes on and sshd starts
         sh(client, "systemctl stop slowboot.service; systemctl disable -q slowboot.service; "
