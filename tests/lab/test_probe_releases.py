@@ -48,7 +48,7 @@ def labctl() -> Path:
     given = os.environ.get("CHRONY_NTS_LABCTL")
     path = Path(given) if given else REPO / "lab" / "labctl.py"
     if not path.is_file() or "--server-release" not in path.read_text():
-        # this checkout's labctl has --server-release: reaching here is a broken checkout or setting, not a reason to skip
+        # this checkout's labctl has --server-release: reaching here is a broken checkout or setting, not a skip
         pytest.fail(f"{path} cannot make Debian 13/testing servers (no --server-release)")
     return path.resolve()
 
