@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.conftest import LABCTL, REPO, Lab, load_inventory, recap, run
+from tests.lib.nts_checks import authenticated
 
 pytestmark = pytest.mark.lab
 
@@ -123,13 +124,12 @@ def healthy(lab: Lab, client: str) -> dict[str, str]:
     reachable, and an authenticated reply (chronyc ntpdata)."""
     auth = {row[0]: row for row in chronyc_rows(lab, client, "authdata")}
     sources = {row[2]: row for row in chronyc_rows(lab, client, "sources")}
+    fresh = authenticated(lambda cmd: lab.sh(client, cmd).stdout)
     out = {}
     for name, row in auth.items():
         ok = row[1] == "NTS" and int(row[2]) > 0 and row[3] in AEAD_NAMES and row[7] == "0" and int(row[8]) > 0
         src = sources.get(name)
-        if not (ok and src and int(src[5], 8)):
-            continue
-        if "Authenticated   : Yes" in lab.sh(client, f"chronyc ntpdata {name}").stdout:
+        if ok and src and int(src[5], 8) and fresh.get(name):
             out[name] = row[3]
     return out
 

@@ -15,13 +15,26 @@ def chronyc(run: Run, report: str) -> list[list[str]]:
     return [line.split(",") for line in run(f"chronyc -c -N {report}").splitlines() if line.strip()]
 
 
+def authenticated(run: Run) -> dict[str, bool]:
+    """{configured name: whether its last reply was authenticated}. `ntpdata` without an argument walks the same
+    source table as authdata, in the same order (both skip reference clocks), so rows pair by position; asking
+    `ntpdata NAME` instead would make chronyc look the name up on the host, and the lab's DNS can miss while
+    containers join its network. Field 28 of `ntpdata -c` is the authenticated flag."""
+    names = [row[0] for row in chronyc(run, "authdata")]
+    rows = chronyc(run, "ntpdata")
+    if len(rows) != len(names):
+        return {}
+    return {name: row[27] == "Yes" for name, row in zip(names, rows)}
+
+
 def nts_state(run: Run) -> dict:
     """authdata, sources, per-source 'Authenticated' and tracking, keyed by configured source name."""
     auth = {row[0]: row for row in chronyc(run, "authdata")}
     sources = {row[2]: row for row in chronyc(run, "sources")}
-    authenticated = {name: "Authenticated   : Yes" in run(f"chronyc ntpdata {name}") for name in sources}
+    authenticated_now = authenticated(run)
+    authenticated_now = {name: authenticated_now.get(name, False) for name in sources}
     tracking = chronyc(run, "tracking")
-    return {"authdata": auth, "sources": sources, "authenticated": authenticated, "tracking": tracking[0]}
+    return {"authdata": auth, "sources": sources, "authenticated": authenticated_now, "tracking": tracking[0]}
 
 
 def healthy_sources(state: dict) -> list[str]:
