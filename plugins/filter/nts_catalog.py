@@ -23,9 +23,20 @@ Typical role use::
 
 from __future__ import annotations
 
+import importlib
+
 from ansible.errors import AnsibleFilterError
-from ansible_collections.nts.chrony.plugins.plugin_utils import catalog_schema as _schema
-from ansible_collections.nts.chrony.plugins.plugin_utils import catalog_select as _select
+
+_PLUGIN_UTILS = "ansible_collections.nts.chrony.plugins.plugin_utils."
+
+
+def _schema():
+    # Imported on first use: Ansible loads every filter file of the collection in each worker process, from source.
+    return importlib.import_module(_PLUGIN_UTILS + "catalog_schema")
+
+
+def _select():
+    return importlib.import_module(_PLUGIN_UTILS + "catalog_select")
 
 
 def _plain(value):
@@ -52,8 +63,8 @@ def nts_catalog_validate(catalog, source="catalog"):
     ``catalog servers[12] (host 'x.example'): stratum 16 is out of range 1-15``.
     """
     try:
-        return _schema.validate_catalog(_plain(catalog), str(source))
-    except _schema.NtsCatalogError as exc:
+        return _schema().validate_catalog(_plain(catalog), str(source))
+    except _schema().NtsCatalogError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
@@ -64,8 +75,8 @@ def nts_catalog_merge(catalog, extra=None, replace=False):
     (it then replaces that entry in place); ``override: true`` for an unknown host is an error.
     """
     try:
-        return _schema.merge_catalog(_plain(catalog), _plain(extra), _plain(replace))
-    except _schema.NtsCatalogError as exc:
+        return _schema().merge_catalog(_plain(catalog), _plain(extra), _plain(replace))
+    except _schema().NtsCatalogError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
@@ -77,16 +88,16 @@ def nts_select(catalog, policy=None, site_servers=None):
     provider, stratum, countries, region, anycast, virtualised, usage, site and options.
     """
     try:
-        return _select.select_servers(_plain(catalog), _plain(policy), _plain(site_servers))
-    except _schema.NtsCatalogError as exc:
+        return _select().select_servers(_plain(catalog), _plain(policy), _plain(site_servers))
+    except _schema().NtsCatalogError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
 def nts_pem_check(text, field="ca", ca=True):
     """Return ``text`` unchanged if it holds >= 1 X.509 PEM certificate (CAs with ``ca``) and no private key."""
     try:
-        _schema.check_pem_certificates(_plain(text), str(field), bool(ca))
-    except _schema.NtsCatalogError as exc:
+        _schema().check_pem_certificates(_plain(text), str(field), bool(ca))
+    except _schema().NtsCatalogError as exc:
         raise AnsibleFilterError(str(exc)) from None
     return text
 

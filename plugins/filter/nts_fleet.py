@@ -20,12 +20,23 @@ __metaclass__ = type
 
 import base64
 import binascii
+import importlib
 import math
 import os
 import time
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.nts.chrony.plugins.module_utils import nts_health, nts_metrics
+
+
+def _health():
+    # Imported on first use: Ansible loads every filter file of the collection in each worker process, from source,
+    # and most plays never call the filters below that need the predicate and the metrics code.
+    return importlib.import_module("ansible_collections.nts.chrony.plugins.module_utils.nts_health")
+
+
+def _metrics():
+    return importlib.import_module("ansible_collections.nts.chrony.plugins.module_utils.nts_metrics")
+
 
 FUTURE_SLACK = 10.0
 """Seconds a reading may be dated after the controller's clock (the host's clock writes the check's time) before it
@@ -152,18 +163,18 @@ def _metric_source(name, m, aead):
     last_rx = _age(here + "authenticated_sample_age_seconds", m.get("authenticated_sample_age_seconds"))
     problems = []
     if not healthy and not (has_auth and has_source):
-        problems.append(nts_health.CAUSE_MISSING)
+        problems.append(_health().CAUSE_MISSING)
     elif not healthy:
         if key_id == 0 and cookies == 0:
-            problems.append(nts_health.CAUSE_KE_NEVER if attempts else nts_health.CAUSE_KE_NOT_TRIED)
+            problems.append(_health().CAUSE_KE_NEVER if attempts else _health().CAUSE_KE_NOT_TRIED)
         elif cookies == 0 and attempts:
-            problems.append(nts_health.CAUSE_KE_FAILING.format(attempts=attempts))
+            problems.append(_health().CAUSE_KE_FAILING.format(attempts=attempts))
         if naks:
-            problems.append(nts_health.CAUSE_NAK)
+            problems.append(_health().CAUSE_NAK)
         if cookies == 0 and key_id and not attempts:
-            problems.append(nts_health.CAUSE_NO_COOKIES)
+            problems.append(_health().CAUSE_NO_COOKIES)
         if reach == 0:
-            problems.append(nts_health.CAUSE_UNREACHABLE)
+            problems.append(_health().CAUSE_UNREACHABLE)
         if not problems:
             problems.append(CAUSE_NOT_FRESH.format(age=_when(last_rx)))
     return {
@@ -206,12 +217,12 @@ def metrics_result(text, require_synchronised=True):
     if not isinstance(text, str):
         raise MetricsError("not text")
     try:
-        values = nts_metrics.parse(text)
+        values = _metrics().parse(text)
     except (ValueError, IndexError) as exc:
         raise MetricsError("not Prometheus exposition text (%s)" % exc) from None
     host, per_source, aeads = {}, {}, {}
     for (name, labels), value in values.items():
-        metric = nts_metrics.BY_NAME.get(name)
+        metric = _metrics().BY_NAME.get(name)
         if metric is None:
             continue  # a newer check's series: not needed for the record
         if tuple(k for k, _v in labels) != metric.labels:
@@ -237,7 +248,7 @@ def metrics_result(text, require_synchronised=True):
         if "authenticated_now" not in m:
             raise MetricsError("source %r has series but no chrony_nts_source_authenticated_now" % name)
         sources.append(_metric_source(name, m, aeads.get(name)))
-    stats = {key: _count(metric, host[metric]) for metric, key in nts_metrics.SERVERSTATS_METRICS if metric in host}
+    stats = {key: _count(metric, host[metric]) for metric, key in _metrics().SERVERSTATS_METRICS if metric in host}
     healthy = [s["name"] for s in sources if s["healthy"]]
     result = {
         "changed": False,

@@ -13,9 +13,20 @@ rollout_summary.py.
 
 from __future__ import annotations
 
+import importlib
+
 from ansible.errors import AnsibleFilterError
-from ansible_collections.nts.chrony.plugins.plugin_utils import fleet_report as _report
-from ansible_collections.nts.chrony.plugins.plugin_utils import rollout_summary as _rollout
+
+_PLUGIN_UTILS = "ansible_collections.nts.chrony.plugins.plugin_utils."
+
+
+def _report():
+    # Imported on first use: Ansible loads every filter file of the collection in each worker process, from source.
+    return importlib.import_module(_PLUGIN_UTILS + "fleet_report")
+
+
+def _rollout():
+    return importlib.import_module(_PLUGIN_UTILS + "rollout_summary")
 
 
 def _plain(value):
@@ -38,36 +49,36 @@ def _plain(value):
 def _call(func, *args, **kwargs):
     try:
         return func(*[_plain(a) for a in args], **{k: _plain(v) for k, v in kwargs.items()})
-    except _report.ReportError as exc:
+    except _report().ReportError as exc:
         raise AnsibleFilterError(str(exc)) from None
 
 
 def nts_report_build(records, generated_at, title="chrony NTS fleet health"):
-    return _call(_report.build_report, records, generated_at, title)
+    return _call(_report().build_report, records, generated_at, title)
 
 
 def nts_report_json(report):
-    return _call(_report.render_json, report)
+    return _call(_report().render_json, report)
 
 
 def nts_report_html(report):
-    return _call(_report.render_html, report)
+    return _call(_report().render_html, report)
 
 
 def nts_report_markdown(report, svg_file="offsets.svg"):
-    return _call(_report.render_markdown, report, svg_file)
+    return _call(_report().render_markdown, report, svg_file)
 
 
 def nts_report_svg(report):
-    return _call(_report.render_svg, report)
+    return _call(_report().render_svg, report)
 
 
 def nts_rollout_summary(run_id, hosts, batches, results):
-    return _call(_rollout.build_rollout_summary, run_id, hosts, batches, results)
+    return _call(_rollout().build_rollout_summary, run_id, hosts, batches, results)
 
 
 def nts_rollout_markdown(summary):
-    return _call(_rollout.render_rollout_markdown, summary)
+    return _call(_rollout().render_rollout_markdown, summary)
 
 
 class FilterModule:
