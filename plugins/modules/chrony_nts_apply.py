@@ -439,7 +439,9 @@ from ansible_collections.nts.chrony.plugins.module_utils.nts_health import (  # 
     wait_for_nts,
 )
 
-ACTIVE_PROPS = "--property=ActiveState,SubState,Result,ConditionResult"
+UNIT_PROPS = "--property=LoadState,ActiveState,SubState,Result,ConditionResult,UnitFileState"
+# What `systemctl is-enabled` (and UnitFileState) say of a unit that starts at boot, or needs no enabling.
+ENABLED_STATES = ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated")
 
 
 class ApplyError(Exception):
@@ -470,11 +472,23 @@ class Host(object):
         rc, out, err = self.run([self.systemctl, *args])
         return rc, out, err
 
-    def unit_state(self, service, kind="service"):
-        rc, out, err = self.systemctl_do("show", ACTIVE_PROPS + ",LoadState", "--", service + "." + kind)
+    def unit_states(self, units):
+        """{unit: {property: value}} of several units, read with one `systemctl show` (one block per unit, in order)."""
+        rc, out, err = self.systemctl_do("show", UNIT_PROPS, "--", *units)
         if rc != 0:
-            raise ApplyError("service", "systemctl show %s failed (rc %d): %s" % (service, rc, err.strip()))
-        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+            raise ApplyError("service", "systemctl show %s failed (rc %d): %s" % (" ".join(units), rc, err.strip()))
+        blocks = [block for block in out.split("\n\n") if block.strip()]
+        if len(blocks) != len(units):
+            shown = "systemctl show gave %d blocks for %d units" % (len(blocks), len(units))
+            raise ApplyError("service", "%s (%s)" % (shown, " ".join(units)))
+        return {
+            unit: dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            for unit, block in zip(units, blocks)
+        }
+
+    def unit_state(self, service, kind="service"):
+        unit = service + "." + kind
+        return self.unit_states([unit])[unit]
 
 
 def desired_files(module, lenient=False):
@@ -758,6 +772,8 @@ class Apply(object):
         self.result = dict(changed=False, changed_files=[], restarted=False, enabled=False, reloaded=False, verify={})
         self.start = self._last = time.monotonic()
         self.was_active = True
+        self.states = {}  # the units' states read before any change (unit_states)
+        self.changes = []
         self.started_at = None  # monotonic time just before this run (re)started chronyd
         self.trust = None
         self.result["timings"] = {}
@@ -875,9 +891,11 @@ class Apply(object):
 
     def service_up(self, restart):
         service = self.p["service"]
-        state = self.host.unit_state(service)
+        state = self.states[service + ".service"]
+        acted = False
         exercise = bool(self.trust and self.trust["changed"])
         if restart or exercise or state.get("ActiveState") != "active":
+            acted = True
             action = "restart" if restart and not exercise else "start"
             if exercise:
                 # chronyd writes every source's cookies when it stops: stop it first, then remove those of the
@@ -892,13 +910,14 @@ class Apply(object):
             if rc != 0:
                 raise ApplyError("service", "systemctl %s %s failed (rc %d): %s" % (action, service, rc, err.strip()))
             self.result["restarted"] = True
-        rc, out, _err = self.host.systemctl_do("is-enabled", service + ".service")
-        if out.strip() not in ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated"):
+        if state.get("UnitFileState") not in ENABLED_STATES:
+            acted = True
             rc, _out, err = self.host.systemctl_do("enable", service + ".service")
             if rc != 0:
                 raise ApplyError("service", "systemctl enable %s failed (rc %d): %s" % (service, rc, err.strip()))
             self.result["enabled"] = True
-        state = self.host.unit_state(service)
+        if acted:
+            state = self.host.unit_state(service)
         if state.get("ActiveState") != "active":
             hint = (
                 "A unit condition failed: the unit needs CAP_SYS_TIME, which containers usually lack; set "
@@ -1042,8 +1061,14 @@ class Apply(object):
             self.check_mode_verify(installed, changes)
             self.done()
 
+        self.changes = changes
         try:
-            self.was_active = self.host.unit_state(self.p["service"]).get("ActiveState") == "active"
+            # chronyd's unit and the health check's: one read, reused below unless this run acts on a unit.
+            units = [self.p["service"] + ".service"]
+            if self.p["monitor"] is not None:
+                units += [MONITOR_UNIT + ".timer", WAIT_UNIT + ".service"]
+            self.states = self.host.unit_states(units)
+            self.was_active = self.states[units[0]].get("ActiveState") == "active"
         except ApplyError as exc:
             self.fail("%s; nothing was changed" % exc, stage=exc.stage)
         if changes and self.p["rollback"]:
@@ -1153,9 +1178,13 @@ class Apply(object):
             if not os.path.isdir(directory):
                 os.makedirs(directory, 0o755)
                 self.result["changed"] = True
+        timer, wait = MONITOR_UNIT + ".timer", WAIT_UNIT + ".service"
+        states = self.states
+        if any(entry.get("unit") and entry.get("monitor") for entry in self.changes):
+            states = self.host.unit_states([timer, wait])  # their files changed: read them after the reload
         # the timer runs now; the wait unit is only enabled: it orders the next boot
-        self.unit_wanted(MONITOR_UNIT + ".timer", spec["enabled"], now=True)
-        self.unit_wanted(WAIT_UNIT + ".service", spec["boot_wait"], now=False)
+        self.unit_wanted(timer, states[timer], spec["enabled"], now=True)
+        self.unit_wanted(wait, states[wait], spec["boot_wait"], now=False)
         self.result["monitor"] = {
             "enabled": spec["enabled"],
             "timer": MONITOR_UNIT + ".timer",
@@ -1163,10 +1192,8 @@ class Apply(object):
             "boot_wait": spec["boot_wait"],
         }
 
-    def unit_wanted(self, unit, wanted, now):
-        name, kind = unit.rsplit(".", 1)
-        state = self.host.unit_state(name, kind=kind)
-        enabled = self.host.systemctl_do("is-enabled", unit)[1].strip() == "enabled"
+    def unit_wanted(self, unit, state, wanted, now):
+        enabled = state.get("UnitFileState") == "enabled"
         active = state.get("ActiveState") == "active"
         if wanted and not (enabled and (active or not now)):
             rc, _out, err = self.host.systemctl_do("enable", *(["--now"] if now else []), unit)
