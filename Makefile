@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # Extra options for `make catalog-health` and `make catalog-import` (e.g. --timeout 3, --diff, --out FILE).
 CATALOG_ARGS ?=
 
-.PHONY: setup lab-up lab-down lab-status demo health lint unit test bench clean
+.PHONY: setup lab-up lab-down lab-status demo health lint unit test bench bench-releases clean
 .PHONY: role-docs changelog sanity collection ee-context
 .PHONY: catalog-health catalog-import
 
@@ -54,6 +54,9 @@ test: lint            ## everything: lint, unit, loopback and lab integration, M
 
 bench: setup          ## benchmarks (each makes its own lab or loopback servers): printed figures beside baselines
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+bench-releases: images-all  ## converge per Debian release (12, 13, testing): a lab of each, first and second run
+	$(PY) benchmarks/bench_converge.py --release 12,13,testing
 
 clean: lab-down
 	rm -rf .venv .cache reports

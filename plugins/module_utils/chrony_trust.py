@@ -63,7 +63,8 @@ def _words(conf_text: str) -> List[List[str]]:
 def parse_trust(conf_text: str) -> dict:
     """The NTS sources and the trust directives of a chrony.conf.
 
-    Returns ``{"sources": [{"name", "directive", "port", "ntsport", "certset"}...], "trusted": [(set_id, path)...],
+    Returns ``{"sources": [{"name", "directive", "args", "port", "ntsport", "certset"}...],
+    "trusted": [(set_id, path)...],
     "nosystemcert": bool, "ntsdumpdir": path or None}``. Only sources with the ``nts`` option are listed.
     """
     sources = []
@@ -90,6 +91,7 @@ def parse_trust(conf_text: str) -> dict:
                     {
                         "name": name,
                         "directive": directive,
+                        "args": args,
                         "port": values.get("port", "123"),
                         "ntsport": values.get("ntsport", "4460"),
                         "certset": int(values.get("certset", "0")),

@@ -356,6 +356,7 @@ def wait_for_nts(
     fresh_ke: Sequence[str] = (),
     baseline: Optional[Dict[str, Sequence[int]]] = None,
     wait_all: bool = False,
+    ke_since: Optional[float] = None,
 ) -> dict:
     """Poll chronyd (``run(argv) -> (rc, stdout, stderr)``) until the health predicate holds or ``timeout`` passes.
 
@@ -365,7 +366,8 @@ def wait_for_nts(
     asks every source for a sample at once, again every ``burst_every`` seconds while the predicate does not hold
     (chronyd keeps 2 s between a source's burst requests and ignores a burst asked for while one runs).
     A dead server therefore makes the check fail within ``timeout`` whatever its history. The names in ``fresh_ke``
-    must also have made an NTS key exchange after ``started`` (their trust settings changed). ``baseline`` (from
+    must also have made an NTS key exchange after ``started`` (their trust settings changed), or after ``ke_since``
+    when given (sources renewed in a running chronyd, whose other sources did not restart). ``baseline`` (from
     :func:`start_fresh_check`, run earlier in the same deployment) replaces the first poll's counters: replies that
     arrived since then count, so the burst sent then has usually been answered by the first poll.
     ``wait_all``: once the predicate holds, go on polling (within ``timeout``) until every source is healthy, so a
@@ -401,7 +403,8 @@ def wait_for_nts(
     elif fresh and early is not None:
         baseline = {key: tuple(values) for key, values in early.items()}  # type: ignore[misc]
         next_burst = start + 0.5  # the early burst gets half a second to land before another is asked for
-    ke_since = start if started is None else started
+    if ke_since is None:
+        ke_since = start if started is None else started
     while True:
         result["polls"] += 1
         try:

@@ -185,6 +185,19 @@ options:
     description: Where the trust fingerprints of the last successful proof are kept (root only, mode 0600).
     type: path
     default: /var/lib/chrony-nts/trust.json
+  live_trust:
+    description:
+      - When the only files that change are C(ntstrustedcerts) bundles (a CA added or replaced), renew the NTS
+        sources that use them in the running chronyd instead of restarting it. Each such source is deleted with
+        chronyc, its saved cookies are removed, and it is added again with its line of the new configuration, so its
+        next NTS key exchange reads the new bundle. The proof then requires that key exchange. The other sources keep
+        their state and cookies, and the clock keeps its sources.
+      - Used with chronyd 4.3 or later (measured on 4.3, 4.6.1 and 4.9, which read the bundle at each key exchange),
+        while chronyd is running, for C(server) sources that chronyd has resolved. Otherwise the change restarts
+        chronyd as any other.
+      - A failed proof rolls back as after a restart; chronyd is then restarted on the old files.
+    type: bool
+    default: true
   secret_files:
     description:
       - Files whose content is a secret (the NTS server key). Handled like O(files) (compared, in the rollback point,
@@ -384,6 +397,14 @@ trust:
   type: dict
   sample: {changed_sources: [nts1.example.net], reason: trust settings changed since the last proof,
            record: /var/lib/chrony-nts/trust.json, dropped_cookies: [/var/lib/chrony/192.0.2.1.nts]}
+renewed_sources:
+  description:
+    - The NTS sources renewed in the running chronyd (see O(live_trust)) instead of a restart, with the address each
+      was deleted at. Empty when chronyd was restarted or nothing had to be renewed.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{name: nts1.example.net, address: 192.0.2.1}]
 monitor:
   description: With O(monitor), whether the health check is on (C(enabled)), its timer (C(timer)) and its metrics
     file (C(output)).
@@ -425,6 +446,7 @@ from ansible_collections.nts.chrony.plugins.module_utils.chronyc import (  # noq
     ChronycError,
     ChronyParseError,
     parse_serverstats,
+    parse_sources,
     parse_version,
 )
 from ansible_collections.nts.chrony.plugins.module_utils.file_snapshot import (  # noqa: E402
@@ -439,6 +461,9 @@ from ansible_collections.nts.chrony.plugins.module_utils.nts_health import (  # 
     wait_for_nts,
 )
 
+# chronyd versions measured to read their ntstrustedcerts files again at each NTS key exchange (4.3, 4.6.1, 4.9):
+# from these on, a CA bundle change is applied by renewing its sources instead of restarting (option live_trust).
+LIVE_TRUST_MIN_VERSION = "4.3"
 UNIT_PROPS = "--property=LoadState,ActiveState,SubState,Result,ConditionResult,UnitFileState"
 # What `systemctl is-enabled` (and UnitFileState) say of a unit that starts at boot, or needs no enabling.
 ENABLED_STATES = ("enabled", "enabled-runtime", "static", "alias", "indirect", "generated")
@@ -769,13 +794,23 @@ class Apply(object):
         self.module = module
         self.p = module.params
         self.host = Host(module)
-        self.result = dict(changed=False, changed_files=[], restarted=False, enabled=False, reloaded=False, verify={})
+        self.result = dict(
+            changed=False,
+            changed_files=[],
+            restarted=False,
+            enabled=False,
+            reloaded=False,
+            verify={},
+            renewed_sources=[],
+        )
         self.start = self._last = time.monotonic()
         self.was_active = True
         self.states = {}  # the units' states read before any change (unit_states)
         self.changes = []
         self.started_at = None  # monotonic time just before this run (re)started chronyd
         self.trust = None
+        self.live = None  # the sources to renew in the running chronyd instead of a restart (live_plan)
+        self.ke_since = None  # monotonic time after which the renewed sources' key exchange must be
         self.result["timings"] = {}
 
     def lap(self, step):
@@ -855,6 +890,85 @@ class Apply(object):
         }
         return {"parsed": parsed, "prints": prints, "changed": changed}
 
+    def live_plan(self, changes):
+        """The sources to renew in the running chronyd instead of restarting it, or None (see option live_trust).
+
+        Only when the change is CA bundles alone: every file of the change that chronyd reads is an existing
+        ``ntstrustedcerts`` path of the new configuration, the trust of some sources changed, chronyd (4.3+) runs,
+        and each of those sources is a resolved ``server`` line (chronyc deletes it by address, then adds it back).
+        """
+        if not (self.p["live_trust"] and self.trust and self.trust["changed"] and self.was_active):
+            return None
+        if self.p["restart"] or _version_tuple(self.result.get("chrony_version", "0")) < _version_tuple(
+            LIVE_TRUST_MIN_VERSION
+        ):
+            return None
+        trusted = {path for _set_id, path in self.trust["parsed"]["trusted"]}
+        chronyd_files = [e for e in changes if not e.get("monitor")]
+        if not chronyd_files or any(
+            e["path"] not in trusted or e["state"] != "present" or not e["existed"] for e in chronyd_files
+        ):
+            return None
+        lines = {src["name"]: src for src in self.trust["parsed"]["sources"]}
+        chronyc = self.module.get_bin_path("chronyc", opt_dirs=["/usr/bin", "/usr/sbin"])
+        if not chronyc:
+            return None
+        addresses = self.source_addresses(chronyc)
+        plan = []
+        for name in self.trust["changed"]:
+            src = lines.get(name)
+            found = addresses.get(name, [])
+            if src is None or src["directive"] != "server" or len(found) != 1:
+                return None
+            plan.append({"name": name, "address": found[0], "args": src["args"]})
+        return {"chronyc": chronyc, "sources": plan}
+
+    def source_addresses(self, chronyc):
+        """{configured name: [addresses]} of chronyd's NTP sources (``sources`` with and without -N, by position)."""
+        rc1, named, _err = self.host.run([chronyc, "-c", "-N", "sources"])
+        rc2, plain, _err = self.host.run([chronyc, "-c", "-n", "sources"])
+        try:
+            named_rows, plain_rows = parse_sources(named), parse_sources(plain)
+        except (ChronyParseError, ChronycError):
+            return {}
+        if rc1 != 0 or rc2 != 0 or len(named_rows) != len(plain_rows):
+            return {}
+        out = {}
+        for name_row, addr_row in zip(named_rows, plain_rows):
+            if name_row.mode in ("^", "="):
+                out.setdefault(name_row.name, []).append(addr_row.name)
+        return out
+
+    def renew_sources(self):
+        """Renew the sources of live_plan in the running chronyd: delete each (chronyd saves its cookies then), remove
+        its saved cookies, add it again with its line of the new configuration. Its next key exchange reads the new
+        CA bundle; the proof requires it (ke_since)."""
+        chronyc = self.live["chronyc"]
+        dumpdir = self.trust["parsed"]["ntsdumpdir"]
+        self.ke_since = time.monotonic()
+        removed = []
+        for src in self.live["sources"]:
+            rc, out, err = self.host.run([chronyc, "delete", src["address"]])
+            if rc != 0:
+                detail = (err or out).strip()
+                raise ApplyError(
+                    "service", "chronyc delete %s (%s) failed (rc %d): %s" % (src["address"], src["name"], rc, detail)
+                )
+            for path in dump_files(dumpdir, [src["name"]]):
+                try:
+                    os.unlink(path)
+                    removed.append(path)
+                except FileNotFoundError:
+                    pass
+            rc, out, err = self.host.run([chronyc, "add", "server", *src["args"]])
+            if rc != 0:
+                detail = (err or out).strip()
+                raise ApplyError(
+                    "service", "chronyc add server %s failed (rc %d): %s" % (" ".join(src["args"]), rc, detail)
+                )
+            self.result["renewed_sources"].append({"name": src["name"], "address": src["address"]})
+        self.result["trust"]["dropped_cookies"] = removed
+
     def drop_cookies(self):
         """Remove the saved cookies of the sources whose trust changed (chronyd is stopped): the start then makes a
         new NTS key exchange with the new settings for them, and only for them."""
@@ -893,7 +1007,7 @@ class Apply(object):
         service = self.p["service"]
         state = self.states[service + ".service"]
         acted = False
-        exercise = bool(self.trust and self.trust["changed"])
+        exercise = bool(self.trust and self.trust["changed"]) and not self.live
         if restart or exercise or state.get("ActiveState") != "active":
             acted = True
             action = "restart" if restart and not exercise else "start"
@@ -937,7 +1051,7 @@ class Apply(object):
         if not chronyc:
             raise ApplyError("verify", "chronyc not found: is chrony installed?")
         required = [name for name in spec["sources"] if name]
-        fresh_ke = self.trust["changed"] if (self.trust and self.started_at is not None) else []
+        fresh_ke = self.trust["changed"] if (self.trust and (self.started_at is not None or self.live)) else []
         polled = wait_for_nts(
             self.host.run,
             status_command(chronyc),
@@ -951,6 +1065,7 @@ class Apply(object):
             started=self.started_at,
             burst=burst_command(chronyc),
             fresh_ke=fresh_ke,
+            ke_since=self.ke_since,
             baseline=spec["baseline"],
         )
         msg = polled.pop("msg", None)
@@ -1069,6 +1184,7 @@ class Apply(object):
                 units += [MONITOR_UNIT + ".timer", WAIT_UNIT + ".service"]
             self.states = self.host.unit_states(units)
             self.was_active = self.states[units[0]].get("ActiveState") == "active"
+            self.live = self.live_plan(changes)
         except ApplyError as exc:
             self.fail("%s; nothing was changed" % exc, stage=exc.stage)
         if changes and self.p["rollback"]:
@@ -1094,8 +1210,12 @@ class Apply(object):
                 self.reload_systemd()
                 self.result["reloaded"] = True
                 self.lap("daemon_reload")
-            # The health check's own files (monitor) do not concern chronyd: they never restart it.
-            self.service_up(restart=any(not e.get("monitor") for e in changes) or self.p["restart"])
+            # The health check's own files (monitor) do not concern chronyd: they never restart it. A change of CA
+            # bundles alone renews their sources in the running chronyd (live_plan).
+            chronyd_files = [e for e in changes if not e.get("monitor")]
+            self.service_up(restart=(bool(chronyd_files) and not self.live) or self.p["restart"])
+            if self.live:
+                self.renew_sources()
             self.lap("service")
             self.result["changed"] = bool(changes) or self.result["restarted"] or self.result["enabled"]
             if self.p["verify"] is not None:
@@ -1314,6 +1434,7 @@ def main():
             run_id=dict(type="str", default=""),
             config=dict(type="path"),
             trust_state=dict(type="path", default="/var/lib/chrony-nts/trust.json"),
+            live_trust=dict(type="bool", default=True),
             managed=dict(type="str", default="Managed by chrony-nts (Ansible): local changes are overwritten."),
             monitor=dict(
                 type="dict",

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -180,9 +181,51 @@ def chronyd_starts_since(fleet: Lab, host: str, since: str) -> int:
     return sum(1 for line in out.splitlines() if line.startswith("chronyd version") and "starting" in line)
 
 
+def tier_view(fleet: Lab, host: str, name: str) -> dict:
+    """One client's view of tier server `name`: whether the client is synchronised (tracking), and the source's key
+    ID, NAK count, cookies (authdata) and valid replies so far (ntpdata, paired with authdata by position)."""
+    out = fleet.sh(host, "chronyc -c tracking; echo ==; chronyc -c -N authdata; echo ==; chronyc -c ntpdata").stdout
+    tracking, auth, ntp = (part.strip().splitlines() for part in out.split("=="))
+    view = {"synchronised": tracking[0].split(",")[13] != "Not synchronised", "at": time.monotonic()}
+    for arow, nrow in zip((r.split(",") for r in auth), (r.split(",") for r in ntp)):
+        if arow[0] == name:
+            view |= {"keyid": int(arow[2]), "naks": int(arow[7]), "cookies": int(arow[8]), "valid_rx": int(nrow[32]),
+                     "authenticated": nrow[27] == "Yes"}  # fmt: skip
+    return view
+
+
+class Sampler(threading.Thread):
+    """Samples tier_view on some clients every half second until stopped."""
+
+    def __init__(self, fleet: Lab, hosts: list[str], name: str):
+        super().__init__(daemon=True)
+        self.fleet, self.hosts, self.name = fleet, hosts, name
+        self.samples: dict[str, list[dict]] = {h: [] for h in hosts}
+        self.errors: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            for host in self.hosts:
+                try:
+                    self.samples[host].append(tier_view(self.fleet, host, self.name))
+                except (AssertionError, IndexError, ValueError) as exc:
+                    self.errors.append(f"{host}: {exc}")
+            self.halt.wait(0.5)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
 def test_certificate_rotation_restarts_the_server_once_and_serves_the_new_certificate(fleet, rollout, tmp_path):
     """A new key and certificate (same CA, longer validity) for tier2: one chronyd restart loads them, the probe from
-    the controller sees the new certificate, and the next run changes nothing and restarts nothing."""
+    the controller sees the new certificate, and the next run changes nothing and restarts nothing.
+
+    Continuity: the clients that use tier2 (client1, client2) are sampled every half second through the rotation.
+    They stay synchronised in every sample; tier2 keeps answering them with authenticated replies after the
+    restart, and their cookies stay valid (no NAK, no new key exchange), because the server reloads its NTS keys
+    from ntsdumpdir and its measurements from dumpdir (-r)."""
     sys.path.insert(0, str(REPO / "lab"))
     from pki import Authority
 
@@ -198,11 +241,47 @@ def test_certificate_rotation_restarts_the_server_once_and_serves_the_new_certif
     new = ["-e", f"chrony_nts_server_key_file={tmp_path / 'server.key'}",
            "-e", f"chrony_nts_server_cert_file={tmp_path / 'server.crt'}"]  # fmt: skip
 
+    users = ["client1", "client2"]  # converted by the rollout: they use tier1 and tier2
+    name = tier2["lab_tier_name"]
+    before = {host: tier_view(fleet, host, name) for host in users}
+    assert all(view["synchronised"] and view.get("authenticated") for view in before.values()), before
+    sampler = Sampler(fleet, users, name)
     since = fleet.sh("tier2", "date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     time.sleep(1)  # journalctl --since has a one-second resolution
-    rc, output = ansible_run(fleet, "site.yml", "--limit", "tier2", *new)
+    sampler.start()
+    try:
+        rc, output = ansible_run(fleet, "site.yml", "--limit", "tier2", *new)
+        restarted_at = time.monotonic()
+        # after the restart: tier2's valid replies move on again, authenticated, on every client that uses it
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            now_views = {host: sampler.samples[host][-1] for host in users if sampler.samples[host]}
+            if len(now_views) == len(users) and all(
+                v["at"] > restarted_at and v.get("authenticated") and v["valid_rx"] > before[h]["valid_rx"] + 2
+                for h, v in now_views.items()
+            ):
+                break
+            time.sleep(0.5)
+    finally:
+        sampler.stop()
     assert rc == 0, output[-4000:]
     assert chronyd_starts_since(fleet, "tier2", since) == 1, output[-3000:]
+    assert not sampler.errors, sampler.errors
+    for host in users:
+        samples = sampler.samples[host]
+        last = samples[-1]
+        print(
+            f"{host}: {len(samples)} samples over {samples[-1]['at'] - samples[0]['at']:.1f} s through the rotation; "
+            f"synchronised in {sum(v['synchronised'] for v in samples)}; tier2 key ID {before[host]['keyid']} -> "
+            f"{last['keyid']}, NAKs {before[host]['naks']} -> {last['naks']}, valid replies "
+            f"{before[host]['valid_rx']} -> {last['valid_rx']}"
+        )
+        assert len(samples) >= 5, samples
+        assert all(v["synchronised"] for v in samples), [v for v in samples if not v["synchronised"]]
+        assert last["at"] > restarted_at and last["authenticated"], (host, last)
+        assert last["valid_rx"] > before[host]["valid_rx"] + 2, (host, before[host], last)
+        # the cookies the client held before the restart are still accepted: no NAK, no new key exchange
+        assert last["naks"] == before[host]["naks"] and last["keyid"] == before[host]["keyid"], (before[host], last)
     result = probe(
         tier2["lab_tier_name"], 4460, address=tier2["ansible_host"], ca_file=fleet.vars["lab_ca_file"], timeout=5
     )

@@ -7,7 +7,8 @@ a controller without a route to the servers). The truth for each case:
 - a wrong CA (botched CA rotation), a CA that is not a certificate, a ``ca_file`` missing on the host: red or
   refused, the host's files byte for byte as before;
 - an extra CA added to one source's bundle (trust changed, still valid): green, through a new key exchange for that
-  source only; the other sources keep their saved cookies;
+  source only, made in the running chronyd (no restart); the other sources keep their state; with the live renewal
+  off, a restart where that source alone loses its saved cookies;
 - a server key rotation (its cookies rejected with a NAK, then a new key exchange): green;
 - chrony's default polling (no minpoll/maxpoll): green, the no-change proof within a second.
 """
@@ -109,7 +110,7 @@ def test_wrong_ca_is_red_names_the_certificate_and_rolls_back(fresh_lab):
     assert "Rolled back" in flat
     assert fingerprint(lab, "client1") == before
     assert lab.sh("client1", "cat /var/lib/chrony-nts/trust.json").stdout == record  # nothing new was proven
-    assert chronyd_started(lab) != started  # it ran on the wrong CA, then on the restored files
+    assert chronyd_started(lab) != started  # nts1 renewed on the wrong CA, then a restart on the old files
     wait_nts_healthy(runner(lab, "client1"), min_sources=3)
 
 
@@ -139,26 +140,68 @@ def test_ca_that_is_not_a_certificate_is_an_input_error(fresh_lab):
     assert fingerprint(lab, "client1") == before and chronyd_started(lab) == started
 
 
-def test_trust_change_is_proven_by_a_new_key_exchange_and_other_sources_keep_their_cookies(fresh_lab):
+def key_exchange_ages(lab) -> dict[str, int]:
+    """Seconds since each source's last NTS key exchange (authdata "Last")."""
+    return {name: int(row[5]) for name, row in authdata(lab).items()}
+
+
+def conf(lab) -> str:
+    return lab.sh("client1", "cat /etc/chrony/chrony.conf").stdout
+
+
+def test_ca_bundle_change_renews_its_source_without_a_restart_and_others_keep_their_cookies(fresh_lab):
+    """The default (chrony_nts_ca_change_without_restart): a change of one certificate set's bundle alone (nts1 has a
+    set of its own; its bundle gets another CA) leaves chrony.conf as it is, so chronyd (4.3+) is not restarted: nts1
+    is deleted and added again without its saved cookies, the proof requires its new key exchange, and the other
+    sources keep their state."""
     lab = fresh_lab
-    time.sleep(2)  # so that "Last" of the untouched sources is clearly older than the restart below
     good = open(lab.vars["lab_ca_file"]).read()
     extra_ca = open(lab.vars["lab_rogue_ca_file"]).read()
-    res = deploy(lab, site(lab, {"nts1": {"ca": good + extra_ca}}))  # still valid: the right CA is in the bundle
+    # nts1 gets a certificate set of its own (chrony.conf changes: a restart)
+    res = deploy(lab, site(lab, {"nts1": {"ca": good + extra_ca}}))
     assert res.returncode == 0, res.stdout[-5000:]
-    auth = authdata(lab)
-    since_start = float(lab.sh("client1", "ps -o etimes= -C chronyd | head -1").stdout.strip() or 0)
-    # nts1 made a key exchange after this start; its saved cookies were removed, the others' were kept
-    assert int(auth["nts1.lab.test"][5]) <= since_start + 1, (auth, since_start)
-    assert int(auth["nts2.lab.test"][5]) > since_start + 1, (auth, since_start)
-    assert int(auth["ntpsec1.lab.test"][5]) > since_start + 1, (auth, since_start)
+    before_conf = conf(lab)
+    time.sleep(2)  # so that "Last" of the untouched sources is clearly older than the next run
+    started = chronyd_started(lab)
+    t0 = time.monotonic()
+    res = deploy(lab, site(lab, {"nts1": {"ca": extra_ca + good}}))  # same CAs, other bytes: a bundle-only change
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stdout[-5000:]
+    assert conf(lab) == before_conf  # the precondition: only the bundle changed
+    assert chronyd_started(lab) == started, "chronyd was restarted for a CA bundle change"
+    assert "Renewed in the running chronyd (CA bundle changed): nts1.lab.test." in re.sub(r"\s+", " ", res.stdout)
+    ages = key_exchange_ages(lab)
+    # nts1 made a key exchange during this run; the others' exchanges are older than the run
+    assert ages["nts1.lab.test"] <= took + 1, (ages, took)
+    assert ages["nts2.lab.test"] > took + 1 and ages["ntpsec1.lab.test"] > took + 1, (ages, took)
     record = json.loads(lab.sh("client1", "cat /var/lib/chrony-nts/trust.json").stdout)
     assert set(record["sources"]) == {f"{s}.lab.test" for s in LAB_SERVERS}
     assert lab.sh("client1", "stat -c '%a %U' /var/lib/chrony-nts/trust.json").stdout.split() == ["600", "root"]
+    wait_nts_healthy(runner(lab, "client1"), min_sources=3)
     # the next run changes nothing and exercises nothing
-    res = deploy(lab, site(lab, {"nts1": {"ca": good + extra_ca}}))
+    res = deploy(lab, site(lab, {"nts1": {"ca": extra_ca + good}}))
     assert res.returncode == 0 and recap(res.stdout)["client1"]["changed"] == 0, res.stdout[-4000:]
-    assert deploy(lab, site(lab)).returncode == 0
+
+
+def test_trust_change_with_a_restart_is_proven_by_a_new_key_exchange_and_other_sources_keep_their_cookies(fresh_lab):
+    """chrony_nts_ca_change_without_restart: false (as for any trust change beyond a bundle's content): chronyd
+    restarts; the changed source's saved cookies are removed while it is stopped, so its proof comes from a key
+    exchange made after the start; the other sources start on their saved cookies."""
+    lab = fresh_lab
+    good = open(lab.vars["lab_ca_file"]).read()
+    extra_ca = open(lab.vars["lab_rogue_ca_file"]).read()
+    time.sleep(2)
+    before_conf, started = conf(lab), chronyd_started(lab)
+    res = deploy(lab, site(lab, {"nts1": {"ca": good + extra_ca}}), chrony_nts_ca_change_without_restart=False)
+    assert res.returncode == 0, res.stdout[-5000:]
+    assert conf(lab) == before_conf and chronyd_started(lab) != started
+    ages = key_exchange_ages(lab)
+    since_start = float(lab.sh("client1", "ps -o etimes= -C chronyd | head -1").stdout.strip() or 0)
+    assert ages["nts1.lab.test"] <= since_start + 1, (ages, since_start)
+    assert ages["nts2.lab.test"] > since_start + 1, (ages, since_start)
+    assert ages["ntpsec1.lab.test"] > since_start + 1, (ages, since_start)
+    wait_nts_healthy(runner(lab, "client1"), min_sources=3)
+    assert deploy(lab, site(lab)).returncode == 0  # back to the lab's CA alone
 
 
 def test_server_key_rotation_stays_green(fresh_lab):

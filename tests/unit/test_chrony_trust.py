@@ -28,8 +28,22 @@ ntsdumpdir /var/lib/chrony
 def test_parse_lists_nts_sources_and_trust_directives():
     parsed = ct.parse_trust(CONF)
     assert parsed["sources"] == [
-        {"name": "nts1.lab.test", "directive": "server", "port": "123", "ntsport": "4460", "certset": 1},
-        {"name": "nts2.lab.test", "directive": "server", "port": "1123", "ntsport": "4461", "certset": 0},
+        {
+            "name": "nts1.lab.test",
+            "directive": "server",
+            "args": ["nts1.lab.test", "iburst", "nts", "certset", "1", "minpoll", "0", "maxpoll", "4"],
+            "port": "123",
+            "ntsport": "4460",
+            "certset": 1,
+        },
+        {
+            "name": "nts2.lab.test",
+            "directive": "server",
+            "args": ["nts2.lab.test", "port", "1123", "iburst", "nts", "ntsport", "4461"],
+            "port": "1123",
+            "ntsport": "4461",
+            "certset": 0,
+        },
     ]
     assert parsed["trusted"] == [(1, "/etc/chrony/nts-certs/site-1.pem"), (0, "/etc/chrony/extra.pem")]
     assert parsed["nosystemcert"] is True and parsed["ntsdumpdir"] == "/var/lib/chrony"
