@@ -1347,7 +1347,7 @@ class Apply(object):
             reason = "check mode, and the files would change (the running chronyd does not run the new configuration)"
             self.result["verify"] = {"skipped": True, "reason": reason}
         elif self.trust and self.trust["changed"]:
-            reason = "check mode, and a real run would restart chronyd without the saved cookies of %s (%s)" % (
+            reason = "check mode, and a real run would drop the saved cookies of %s for a new key exchange (%s)" % (
                 ", ".join(self.trust["changed"]),
                 self.result["trust"]["reason"],
             )
