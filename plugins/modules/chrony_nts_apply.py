@@ -1315,14 +1315,32 @@ class Apply(object):
     def unit_wanted(self, unit, state, wanted, now):
         enabled = state.get("UnitFileState") == "enabled"
         active = state.get("ActiveState") == "active"
+        # (not --no-reload: systemd then keeps reporting the unit's old UnitFileState, and the next run would enable
+        # it again)
+        flags = ["--now"] if now else []
         if wanted and not (enabled and (active or not now)):
-            rc, _out, err = self.host.systemctl_do("enable", *(["--now"] if now else []), unit)
+            rc, _out, err = self.host.systemctl_do("enable", *flags, unit)
             if rc != 0:
                 raise ApplyError("monitor", "systemctl enable %s failed (rc %d): %s" % (unit, rc, err.strip()))
             self.result["changed"] = True
         elif not wanted and state.get("LoadState") == "loaded" and (enabled or (now and active)):
-            self.host.systemctl_do("disable", *(["--now"] if now else []), unit)
+            self.host.systemctl_do("disable", *flags, unit)
             self.result["changed"] = True
+        elif not wanted:
+            # Its file is gone already (this run removed it): systemctl can no longer disable it, so stop it if it
+            # still runs, clear the failed state a timer enters when its service's file goes, and remove the links
+            # that enabled it (WantedBy= of the templates above).
+            if active or state.get("ActiveState") == "activating":
+                self.host.systemctl_do("stop", unit)
+                self.result["changed"] = True
+            elif state.get("ActiveState") == "failed":
+                self.host.systemctl_do("reset-failed", unit)
+                self.result["changed"] = True
+            for target in ("timers.target", "multi-user.target"):
+                link = os.path.join("/etc/systemd/system", target + ".wants", unit)
+                if os.path.islink(link):
+                    os.unlink(link)
+                    self.result["changed"] = True
 
     def serverstats(self, chronyc):
         rc, out, _err = self.host.run([chronyc, "-c", "serverstats"])

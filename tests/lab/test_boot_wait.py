@@ -75,3 +75,30 @@ def test_services_after_time_sync_start_once_nts_time_is_authenticated(lab):
     res = lab.playbook("site.yml", "--limit", HOST, "-e", json.dumps(extra))
     assert res.returncode == 0 and recap(res.stdout)[HOST]["failed"] == 0, res.stdout[-4000:]
     assert lab.sh(HOST, "test -e /etc/systemd/system/chrony-nts-wait.service", check=False).returncode == 1
+    # and nothing left that would start it at the next boot
+    links = "ls /etc/systemd/system/*.wants/ | grep -c chrony-nts-wait || true"
+    assert lab.sh(HOST, links).stdout.strip() == "0"
+
+
+def test_the_health_check_can_be_switched_off_and_on_again(lab):
+    """chrony_nts_monitor: false stops the timer, removes its units and the link that enabled it; the next run changes
+    nothing; true brings them back."""
+    extra = {"chrony_nts_site_servers": site(lab), "chrony_nts_probe_gate": False, "chrony_nts_monitor": False}
+    units = "/etc/systemd/system/chrony-nts-check.timer /etc/systemd/system/chrony-nts-check.service"
+    try:
+        res = lab.playbook("site.yml", "--limit", HOST, "-e", json.dumps(extra))
+        assert res.returncode == 0, res.stdout[-4000:]
+        assert lab.sh(HOST, "systemctl is-active chrony-nts-check.timer", check=False).stdout.strip() == "inactive"
+        assert "chrony-nts" not in lab.sh(HOST, "systemctl --failed --no-legend").stdout
+        assert lab.sh(HOST, f"ls {units} 2>/dev/null | wc -l").stdout.strip() == "0"
+        assert lab.sh(HOST, "ls /etc/systemd/system/*.wants/ | grep -c chrony-nts-check || true").stdout.strip() == "0"
+        res = lab.playbook("site.yml", "--limit", HOST, "-e", json.dumps(extra))
+        assert res.returncode == 0 and recap(res.stdout)[HOST]["changed"] == 0, res.stdout[-4000:]
+    finally:
+        extra["chrony_nts_monitor"] = True
+        res = lab.playbook("site.yml", "--limit", HOST, "-e", json.dumps(extra))
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert lab.sh(HOST, "systemctl is-active chrony-nts-check.timer", check=False).stdout.strip() == "active"
+    assert lab.sh(HOST, "systemctl is-enabled chrony-nts-check.timer", check=False).stdout.strip() == "enabled"
+    res = lab.playbook("site.yml", "--limit", HOST, "-e", json.dumps(extra))
+    assert res.returncode == 0 and recap(res.stdout)[HOST]["changed"] == 0, res.stdout[-4000:]
