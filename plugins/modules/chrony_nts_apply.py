@@ -244,7 +244,9 @@ options:
     type: dict
     suboptions:
       enabled:
-        description: Install and run the check; V(false) removes it.
+        description:
+          - Install and run the check; V(false) stops it and removes its code, units and metrics file
+            (O(monitor.output)).
         type: bool
         default: true
       interval:
@@ -728,7 +730,8 @@ def monitor_entries(spec, service, managed):
     units = [os.path.join(unit_dir, MONITOR_UNIT + ".service"), os.path.join(unit_dir, MONITOR_UNIT + ".timer")]
     wait = os.path.join(unit_dir, WAIT_UNIT + ".service")
     if not spec["enabled"] and not spec["boot_wait"]:
-        every = paths + units + [wait]
+        # the metrics file goes too: node_exporter would serve the last reading for ever, and the stale-check alert fire
+        every = paths + units + [wait, spec["output"]]
         return [dict(path=path, state="absent", monitor=True, unit=path in units or path == wait) for path in every]
     entries = []
     for name, path in zip(nts_check.HOST_FILES, paths):
@@ -757,6 +760,7 @@ def monitor_entries(spec, service, managed):
         entries.append(dict(path=units[1], content=MONITOR_TIMER.format(**fields), unit=True, monitor=True))
     else:
         entries += [dict(path=path, state="absent", monitor=True, unit=True) for path in units]
+        entries.append(dict(path=spec["output"], state="absent", monitor=True, unit=False))
     if spec["boot_wait"]:
         entries.append(dict(path=wait, content=WAIT_SERVICE.format(**fields), unit=True, monitor=True))
     else:

@@ -92,6 +92,8 @@ def test_the_health_check_can_be_switched_off_and_on_again(lab):
         assert "chrony-nts" not in lab.sh(HOST, "systemctl --failed --no-legend").stdout
         assert lab.sh(HOST, f"ls {units} 2>/dev/null | wc -l").stdout.strip() == "0"
         assert lab.sh(HOST, "ls /etc/systemd/system/*.wants/ | grep -c chrony-nts-check || true").stdout.strip() == "0"
+        prom = "/var/lib/prometheus/node-exporter/chrony_nts.prom"  # no last reading left for node_exporter to serve
+        assert lab.sh(HOST, f"test -e {prom}", check=False).returncode == 1
         res = lab.playbook("site.yml", "--limit", HOST, "-e", json.dumps(extra))
         assert res.returncode == 0 and recap(res.stdout)[HOST]["changed"] == 0, res.stdout[-4000:]
     finally:
