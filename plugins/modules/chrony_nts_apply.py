@@ -656,7 +656,16 @@ def write(entry, restorecon):
 
 
 MONITOR_UNIT = "chrony-nts-check"
-MONITOR_SERVICE = """# {managed}
+# The sandbox both health-check services run in (root with CAP_DAC_OVERRIDE only, or an unprivileged user).
+UNIT_SANDBOX = """NoNewPrivileges=yes
+{capabilities}PrivateNetwork=yes
+PrivateTmp=yes
+ProtectSystem=strict
+ProtectHome=yes
+ReadWritePaths={output_dir}
+"""
+MONITOR_SERVICE = (
+    """# {managed}
 # The chrony-nts health check: the deploy proof's fresh predicate, every {interval} s, as node_exporter metrics.
 [Unit]
 Description=chrony-nts: prove authenticated time now and write node_exporter metrics
@@ -672,15 +681,12 @@ SuccessExitStatus=2
 TimeoutStartSec={unit_timeout}
 User={user}
 Nice=10
-NoNewPrivileges=yes
-{capabilities}PrivateNetwork=yes
-PrivateTmp=yes
-ProtectSystem=strict
-ProtectHome=yes
-ReadWritePaths={output_dir}
 """
+    + UNIT_SANDBOX
+)
 WAIT_UNIT = "chrony-nts-wait"
-WAIT_SERVICE = """# {managed}
+WAIT_SERVICE = (
+    """# {managed}
 # Boot ordering: services ordered after time-sync.target start once chronyd has authenticated time (the deploy
 # proof's fresh predicate), or after {boot_timeout} s at most (then this unit fails and boot goes on).
 [Unit]
@@ -696,16 +702,13 @@ WorkingDirectory={prefix}
 ExecStart=/usr/bin/python3 -B -E -s -m {module} --timeout {boot_timeout} --output {output}{args}
 TimeoutStartSec={boot_unit_timeout}
 User={user}
-NoNewPrivileges=yes
-{capabilities}PrivateNetwork=yes
-PrivateTmp=yes
-ProtectSystem=strict
-ProtectHome=yes
-ReadWritePaths={output_dir}
-
+"""
+    + UNIT_SANDBOX
+    + """
 [Install]
 WantedBy=multi-user.target
 """
+)
 MONITOR_TIMER = """# {managed}
 [Unit]
 Description=chrony-nts: run the NTS health check every {interval} s
