@@ -37,6 +37,7 @@ from ansible_collections.nts.chrony.plugins.plugin_utils.probe_cli import (
     Parser,
     non_negative_int,
     positive_float,
+    run_guarded,
 )
 
 DEFAULT_CATALOG = os.path.join(
@@ -296,15 +297,7 @@ def main(argv=None):
 
 
 def run(argv=None):
-    """main() without tracebacks: an unexpected error is UNKNOWN (3), never Python's exit 1 (read as WARNING)."""
-    try:
-        return main(argv)
-    except KeyboardInterrupt:
-        print("nts-catalog: interrupted", file=sys.stderr)
-        return EXIT_UNKNOWN
-    except Exception as exc:
-        print("nts-catalog: internal error: %s: %s" % (exc.__class__.__name__, exc), file=sys.stderr)
-        return EXIT_UNKNOWN
+    return run_guarded(main, argv, "nts-catalog")
 
 
 if __name__ == "__main__":

@@ -258,16 +258,21 @@ def main(argv=None):
     return worst
 
 
-def run(argv=None):
-    """main() without tracebacks: an unexpected error is UNKNOWN (3), never Python's exit 1 (read as WARNING)."""
+def run_guarded(entry, argv, prog):
+    """``entry(argv)`` without tracebacks: an unexpected error is UNKNOWN (3), never Python's exit 1 (read as
+    WARNING). Shared by the command-line tools (nts-probe, nts-catalog); ``prog`` prefixes their messages."""
     try:
-        return main(argv)
+        return entry(argv)
     except KeyboardInterrupt:
-        print("nts-probe: interrupted", file=sys.stderr)
+        print("%s: interrupted" % prog, file=sys.stderr)
         return EXIT_UNKNOWN
     except Exception as exc:
-        print("nts-probe: internal error: %s: %s" % (exc.__class__.__name__, exc), file=sys.stderr)
+        print("%s: internal error: %s: %s" % (prog, exc.__class__.__name__, exc), file=sys.stderr)
         return EXIT_UNKNOWN
+
+
+def run(argv=None):
+    return run_guarded(main, argv, "nts-probe")
 
 
 if __name__ == "__main__":
